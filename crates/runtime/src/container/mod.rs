@@ -1,0 +1,37 @@
+//! The lifecycle verbs, one file each where they have substance.
+
+mod create;
+mod exec;
+mod foreground;
+mod lifecycle;
+
+use std::path::PathBuf;
+
+pub use create::CreateOpts;
+pub use exec::ExecOpts;
+pub use lifecycle::{ListEntry, list_table};
+
+use crate::state::Root;
+
+/// A runtime instance bound to one state root.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    pub(crate) root: Root,
+    /// `--systemd-cgroup`: `cgroupsPath` is `slice:prefix:name`.
+    pub systemd_cgroup: bool,
+}
+
+impl Runtime {
+    /// A runtime keeping state under `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Runtime {
+        Runtime {
+            root: Root::new(root),
+            systemd_cgroup: false,
+        }
+    }
+
+    /// The state root.
+    pub fn root(&self) -> &Root {
+        &self.root
+    }
+}

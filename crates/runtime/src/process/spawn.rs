@@ -1,0 +1,419 @@
+//! Starting a process that will become (or join) a container: the parent side of the fork chain.
+//!
+//! ```text
+//!  runtime ──clone(CLONE_NEW*)──▶ trampoline ──execveat(sealed self)──▶ `berth-runtime init`
+//!     │                              (raw syscalls only)                  (reads InitConfig)
+//!     └─(joining pid/user/time ns)─▶ helper ──setns…, clone(CLONE_PARENT)──▶ trampoline …
+//! ```
+//!
+//! Invariants:
+//! - Between `clone` and `execveat` the child runs only raw system calls on buffers prepared
+//!   before the clone: no allocation, no locks, no panics. That makes spawning safe even from a
+//!   multi-threaded caller, and keeps the window where the child shares our memory tiny.
+//! - The child always re-executes berth-runtime from [`SealedExe`], a read-only detached mount
+//!   of our own binary (or a sealed memfd copy), so no process in the container ever has the
+//!   host's writable binary as its `/proc/self/exe` (CVE-2019-5736).
+//! - The user namespace is created in the same `clone` as the others, so it owns them; its maps
+//!   are written by the parent before the child executes anything.
+
+use std::ffi::{CString, c_char};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use rustix::fs::{Mode, OFlags};
+
+use super::channel::Channel;
+use crate::error::{Context, Error, Result};
+use crate::namespaces::{self, NsKind, Plan};
+
+/// The environment variable that tells `berth-runtime` it is a container init, and on which fd
+/// its setup channel is.
+pub const INIT_ENV: &str = "_BERTH_INIT";
+
+/// A read-only handle on our own executable for children to exec (see module doc).
+#[derive(Debug)]
+pub struct SealedExe {
+    fd: OwnedFd,
+}
+
+impl SealedExe {
+    /// A read-only, detached bind mount of `/proc/self/exe`; a sealed memfd copy where the new
+    /// mount API is unavailable.
+    pub fn open() -> Result<SealedExe> {
+        match detached_readonly_self() {
+            Ok(fd) => Ok(SealedExe { fd }),
+            Err(e) => {
+                tracing::debug!(
+                    "read-only bind of own binary failed ({e}); using a sealed memfd copy"
+                );
+                memfd_copy_self().map(|fd| SealedExe { fd })
+            }
+        }
+    }
+
+    /// The fd to `execveat`.
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+fn detached_readonly_self() -> std::io::Result<OwnedFd> {
+    use rustix::mount::OpenTreeFlags;
+    let fd = rustix::mount::open_tree(
+        rustix::fs::CWD,
+        "/proc/self/exe",
+        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+    )?;
+    use crate::rootfs::options::attr;
+    crate::rootfs::set_attr(&fd, attr::RDONLY | attr::NOSUID | attr::NODEV, 0, false)?;
+    Ok(fd)
+}
+
+fn memfd_copy_self() -> Result<OwnedFd> {
+    use rustix::fs::{MemfdFlags, SealFlags};
+    let src = rustix::fs::open(
+        "/proc/self/exe",
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(|| "open /proc/self/exe")?;
+    let size = rustix::fs::fstat(&src)
+        .ctx(|| "stat /proc/self/exe")?
+        .st_size;
+    let mfd = rustix::fs::memfd_create(
+        "berth-runtime",
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    )
+    .ctx(|| "create a memfd for a sealed copy of berth-runtime")?;
+    let mut left = u64::try_from(size).unwrap_or(0);
+    while left > 0 {
+        let n = rustix::fs::sendfile(
+            &mfd,
+            &src,
+            None,
+            usize::try_from(left).unwrap_or(usize::MAX),
+        )
+        .ctx(|| "copy berth-runtime into a memfd")?;
+        if n == 0 {
+            break;
+        }
+        left = left.saturating_sub(n as u64);
+    }
+    rustix::fs::fcntl_add_seals(
+        &mfd,
+        SealFlags::SEAL | SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE,
+    )
+    .ctx(|| "seal the memfd copy of berth-runtime")?;
+    Ok(mfd)
+}
+
+/// What to start.
+#[derive(Debug, Default)]
+pub struct Request {
+    /// Namespaces to create and join.
+    pub plan: Plan,
+    /// uid_map / gid_map contents for a new user namespace.
+    pub id_maps: Option<(String, String)>,
+    /// timens_offsets content for a new time namespace.
+    pub time_offsets: Option<String>,
+    /// A pid namespace to enter before forking (for `exec`).
+    pub pid_ns: Option<OwnedFd>,
+    /// Fds the child must inherit across its exec (close-on-exec is cleared in the child).
+    pub keep_fds: Vec<RawFd>,
+}
+
+/// A started child: its host pid and our end of its setup channel.
+#[derive(Debug)]
+pub struct Spawned {
+    /// Host pid.
+    pub pid: i32,
+    /// Setup channel.
+    pub channel: Channel,
+}
+
+/// Everything the child side needs, prepared before `clone` (see module invariants).
+struct Prepared {
+    exe_fd: RawFd,
+    argv: [*const c_char; 3],
+    envp: [*const c_char; 2],
+    keep: Vec<RawFd>,
+    sync_fd: RawFd,
+    wait_for_maps: bool,
+    joins: Vec<(RawFd, libc::c_int)>,
+    new_time: Option<(CString, Vec<u8>)>,
+    report_fd: RawFd,
+}
+
+/// Start a child per `req`.
+pub fn spawn(req: Request) -> Result<Spawned> {
+    let exe = SealedExe::open()?;
+    let (parent, child) = Channel::pair()?;
+    let child_fd = child.fd().as_raw_fd();
+
+    let arg0 = c"berth-runtime";
+    let arg1 = c"init";
+    let env = CString::new(format!("{INIT_ENV}={child_fd}"))
+        .map_err(|_| Error::InvalidArgument("bad fd".into()))?;
+
+    // Namespaces joined by path (all but mount, which the init joins itself after its exec).
+    let mut join_fds: Vec<OwnedFd> = Vec::new();
+    let mut joins = Vec::new();
+    if let Some(fd) = &req.pid_ns {
+        joins.push((fd.as_raw_fd(), libc::CLONE_NEWPID));
+    }
+    for (kind, path) in &req.plan.join {
+        if *kind == NsKind::Mount {
+            continue;
+        }
+        let fd = namespaces::open(path)?;
+        let flag = i32::try_from(namespaces::clone_flag((*kind).into())).unwrap_or(0);
+        joins.push((fd.as_raw_fd(), flag));
+        join_fds.push(fd);
+    }
+    let new_time = if req
+        .plan
+        .creates(oci_spec::runtime::LinuxNamespaceType::Time)
+    {
+        Some((
+            c"/proc/self/timens_offsets".to_owned(),
+            req.time_offsets.clone().unwrap_or_default().into_bytes(),
+        ))
+    } else {
+        None
+    };
+    let needs_helper = !joins.is_empty() || new_time.is_some();
+    let (report_r, report_w) = if needs_helper {
+        let (r, w) =
+            rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).ctx(|| "create a pipe")?;
+        (Some(r), Some(w))
+    } else {
+        (None, None)
+    };
+
+    let mut keep = req.keep_fds.clone();
+    keep.push(child_fd);
+    let prep = Prepared {
+        exe_fd: exe.fd(),
+        argv: [arg0.as_ptr(), arg1.as_ptr(), std::ptr::null()],
+        envp: [env.as_ptr(), std::ptr::null()],
+        keep,
+        sync_fd: child_fd,
+        wait_for_maps: req.id_maps.is_some(),
+        joins,
+        new_time,
+        report_fd: report_w.as_ref().map_or(-1, |w| w.as_raw_fd()),
+    };
+    // Time and cgroup namespaces are never created by this clone: the helper unshares the time
+    // namespace (so offsets can be set before anyone enters it) and the init unshares the cgroup
+    // namespace once it has been moved into its cgroup.
+    let flags = req.plan.new_flags
+        & !(namespaces::clone_flag(oci_spec::runtime::LinuxNamespaceType::Time)
+            | namespaces::clone_flag(oci_spec::runtime::LinuxNamespaceType::Cgroup));
+
+    let pid = if needs_helper {
+        // SAFETY: the child only runs `helper`, which uses raw syscalls on `prep` and never
+        // returns (it exits), so it cannot touch state shared with the parent.
+        let helper = unsafe { raw_clone(u64::from(libc::SIGCHLD.unsigned_abs())) }
+            .ctx(|| "fork a setup helper")?;
+        if helper == 0 {
+            helper_main(&prep, flags);
+        }
+        drop(report_w);
+        let mut buf = [0u8; 4];
+        let n =
+            rustix::io::read(report_r.as_ref().expect("helper pipe exists"), &mut buf).unwrap_or(0);
+        let status = wait(helper);
+        let v = i32::from_le_bytes(buf);
+        if n != 4 || v <= 0 {
+            let errno = if n == 4 { -v } else { 0 };
+            return Err(Error::sys(
+                format!("the setup helper could not start the container process (helper {status})"),
+                std::io::Error::from_raw_os_error(errno),
+            ));
+        }
+        v
+    } else {
+        // SAFETY: as above; `trampoline` never returns.
+        let pid = unsafe { raw_clone(flags | u64::from(libc::SIGCHLD.unsigned_abs())) }
+            .ctx(|| format!("clone the container process with namespace flags {flags:#x}"))?;
+        if pid == 0 {
+            trampoline(&prep);
+        }
+        pid
+    };
+    drop(child);
+    drop(join_fds);
+    drop(exe);
+
+    let spawned = Spawned {
+        pid,
+        channel: parent,
+    };
+    if let Some((uid_map, gid_map)) = &req.id_maps {
+        if let Err(e) = write_maps(pid, uid_map, gid_map) {
+            kill_and_reap(pid);
+            return Err(e);
+        }
+        if let Err(e) = rustix::io::write(spawned.channel.fd(), b"U") {
+            kill_and_reap(pid);
+            return Err(Error::errno(
+                "signal the container process that its id maps are written",
+                e,
+            ));
+        }
+    }
+    Ok(spawned)
+}
+
+fn write_maps(pid: i32, uid_map: &str, gid_map: &str) -> Result<()> {
+    for (file, content) in [("uid_map", uid_map), ("gid_map", gid_map)] {
+        let path = format!("/proc/{pid}/{file}");
+        std::fs::write(&path, content)
+            .ctx(|| format!("write {path} ({})", content.trim().replace('\n', "; ")))?;
+    }
+    Ok(())
+}
+
+/// SIGKILL and reap a child we started.
+pub fn kill_and_reap(pid: i32) {
+    if let Some(p) = rustix::process::Pid::from_raw(pid) {
+        let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+    }
+    wait(pid);
+}
+
+/// Reap a child and describe how it ended.
+pub fn wait(pid: i32) -> String {
+    let Some(p) = rustix::process::Pid::from_raw(pid) else {
+        return "invalid pid".into();
+    };
+    loop {
+        match rustix::process::waitpid(Some(p), rustix::process::WaitOptions::empty()) {
+            Ok(Some((_, st))) => {
+                return if let Some(c) = st.exit_status() {
+                    format!("exited with status {c}")
+                } else if let Some(s) = st.terminating_signal() {
+                    format!("was killed by signal {s}")
+                } else {
+                    "ended".into()
+                };
+            }
+            Err(rustix::io::Errno::INTR) => continue,
+            _ => return "could not be waited for".into(),
+        }
+    }
+}
+
+/// `clone(2)` with fork semantics (no new stack): returns 0 in the child.
+///
+/// # Safety
+/// In the child, only async-signal-safe operations may run until it execs or exits.
+unsafe fn raw_clone(flags: u64) -> std::io::Result<i32> {
+    // SAFETY: with a null stack pointer clone behaves like fork; the other arguments are unused
+    // because no CLONE_*TID/SETTLS flags are passed. The caller upholds the child-side contract.
+    let ret = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    if ret < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(i32::try_from(ret).unwrap_or(0))
+    }
+}
+
+fn sys_exit(code: i32) -> ! {
+    // SAFETY: _exit ends the process immediately without running parent-owned destructors or
+    // atexit handlers, which is what a forked child must do.
+    unsafe { libc::_exit(code) }
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+/// The helper: join namespaces, maybe unshare a time namespace, clone the trampoline as a
+/// sibling (CLONE_PARENT, so the runtime can wait for it), report its pid, exit.
+fn helper_main(p: &Prepared, flags: u64) -> ! {
+    // Join in order; the user namespace comes last (namespaces::JOIN_ORDER).
+    for &(fd, flag) in &p.joins {
+        // SAFETY: setns on an fd the parent opened for this purpose; no memory is touched.
+        if unsafe { libc::setns(fd, flag) } != 0 {
+            report(p.report_fd, -errno());
+            sys_exit(1);
+        }
+    }
+    if let Some((path, offsets)) = &p.new_time {
+        // SAFETY: unshare only changes this process's namespace for its future children.
+        if unsafe { libc::unshare(libc::CLONE_NEWTIME) } != 0 {
+            report(p.report_fd, -errno());
+            sys_exit(1);
+        }
+        if !offsets.is_empty() {
+            // SAFETY: `path` is a valid NUL-terminated string prepared before the clone.
+            let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+            // SAFETY: writing a prepared buffer of the stated length to an fd we just opened.
+            if fd < 0 || unsafe { libc::write(fd, offsets.as_ptr().cast(), offsets.len()) } < 0 {
+                report(p.report_fd, -errno());
+                sys_exit(1);
+            }
+        }
+    }
+    // SAFETY: the grandchild runs only `trampoline` (same contract as ours).
+    match unsafe { raw_clone(flags | u64::from(libc::CLONE_PARENT.unsigned_abs())) } {
+        Ok(0) => trampoline(p),
+        Ok(pid) => {
+            report(p.report_fd, pid);
+            sys_exit(0)
+        }
+        Err(e) => {
+            report(p.report_fd, -e.raw_os_error().unwrap_or(libc::EIO));
+            sys_exit(1)
+        }
+    }
+}
+
+fn report(fd: RawFd, v: i32) {
+    let b = v.to_le_bytes();
+    // SAFETY: writing 4 bytes from a stack buffer to the report pipe.
+    let _ = unsafe { libc::write(fd, b.as_ptr().cast(), 4) };
+}
+
+/// The child between clone and exec (see module invariants).
+fn trampoline(p: &Prepared) -> ! {
+    // Die with the runtime until the init is ready (the init clears this before running user code).
+    // (If the runtime is already gone, the init sees end-of-file on its setup channel and exits.)
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    for &fd in &p.keep {
+        // SAFETY: clearing FD_CLOEXEC on an fd that stays open; no memory is touched.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+    }
+    if p.wait_for_maps {
+        let mut b = [0u8; 1];
+        // SAFETY: reading one byte into a stack buffer from the sync socket.
+        if unsafe { libc::read(p.sync_fd, b.as_mut_ptr().cast(), 1) } != 1 {
+            sys_exit(1);
+        }
+        // Become root of the new user namespace so the exec below keeps our capabilities there.
+        // SAFETY: raw credential syscalls with integer arguments (no libc thread broadcast).
+        if unsafe { libc::syscall(libc::SYS_setresgid, 0, 0, 0) } != 0 {
+            sys_exit(errno());
+        }
+        // SAFETY: as above.
+        if unsafe { libc::syscall(libc::SYS_setresuid, 0, 0, 0) } != 0 {
+            sys_exit(errno());
+        }
+    }
+    // SAFETY: argv and envp are NUL-terminated arrays of pointers to NUL-terminated strings that
+    // live in this (copied) address space until the exec replaces it.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            p.exe_fd,
+            c"".as_ptr(),
+            p.argv.as_ptr(),
+            p.envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    sys_exit(errno())
+}
