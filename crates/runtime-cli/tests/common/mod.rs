@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod peers;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
