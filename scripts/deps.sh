@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Install what building and testing Berth needs on Debian 12 (idempotent; fast when done).
+# Must run as root: it uses apt-get.
+set -euo pipefail
+
+packages=(
+  busybox-static    # the static /bin/busybox test images are built from (offline)
+  libseccomp-dev    # libseccomp.a, linked into berth-runtime to compile seccomp profiles
+  pkg-config
+  runc crun         # peer runtimes the benchmark and interop tests compare against
+  containerd        # drives berth-runtime through its shim in the end-to-end tests
+  podman conmon     # drives berth-runtime through conmon in the end-to-end tests
+  procps            # ps(1), used by `berth-runtime ps`
+  time              # GNU time, for the peak-RSS figures in bench/
+)
+
+missing=()
+for p in "${packages[@]%% *}"; do
+  [[ "$p" == \#* ]] && continue
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "deps.sh: missing packages ${missing[*]}; run as root to install them" >&2
+    exit 1
+  fi
+  echo "deps.sh: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+command -v cargo >/dev/null || { echo "deps.sh: cargo not found; install Rust (rustup) first" >&2; exit 1; }
