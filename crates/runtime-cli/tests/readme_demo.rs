@@ -1,0 +1,34 @@
+//! The README's first command, `./scripts/demo.sh`, keeps working: it builds the release binary
+//! and runs a busybox container end to end.
+
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn the_readme_demo_runs_a_container() {
+    berth_testutil::require_root();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = Command::new("bash")
+        .arg(root.join("scripts/demo.sh"))
+        .current_dir(&root)
+        .output()
+        .expect("run scripts/demo.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "demo.sh failed: {}\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(
+        stdout.contains("hello from berth, pid 1 in its own namespaces")
+            && stdout.contains("uid=0(root)"),
+        "unexpected demo output:\n{stdout}\n{stderr}"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir("/tmp")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("berth-demo."))
+        .collect();
+    assert!(leftovers.is_empty(), "demo.sh left {leftovers:?} behind");
+}
