@@ -163,6 +163,18 @@ pub struct Stats {
     pub pids_limit: Option<u64>,
 }
 
+/// Move the calling thread into each v1 cgroup directory in `dirs`, by writing `0` to its
+/// `tasks` file. For a single-threaded process that moves the whole process, and the kernel
+/// does it without the global threadgroup lock that a write to `cgroup.procs` takes (whose RCU
+/// grace period costs about a millisecond and sometimes tens). Call it only while
+/// single-threaded.
+pub fn join_self(dirs: &[PathBuf]) -> Result<()> {
+    for dir in dirs {
+        fsutil::write(dir, "tasks", "0")?;
+    }
+    Ok(())
+}
+
 /// Operations on one container's cgroup.
 #[derive(Debug, Clone)]
 pub struct Manager {
@@ -421,6 +433,24 @@ impl Manager {
         Ok(())
     }
 
+    /// The cgroup2 directory, if the host mounts cgroup2.
+    pub fn unified_dir(&self) -> Option<&Path> {
+        self.paths.unified.as_deref()
+    }
+
+    /// The v1 directories (empty on a pure v2 host).
+    pub fn v1_dirs(&self) -> Vec<PathBuf> {
+        self.paths.v1.values().cloned().collect()
+    }
+
+    /// Move a process into the cgroup2 directory only (see [`join_self`] for the v1 ones).
+    pub fn add_process_unified(&self, pid: i32) -> Result<()> {
+        match &self.paths.unified {
+            Some(dir) => fsutil::write(dir, "cgroup.procs", pid.to_string()),
+            None => Ok(()),
+        }
+    }
+
     /// Move a process into every hierarchy of this cgroup.
     pub fn add_process(&self, pid: i32) -> Result<()> {
         for dir in self.paths.v1.values().chain(self.paths.unified.iter()) {
@@ -542,6 +572,9 @@ impl Manager {
                 return fsutil::write(dir, "cgroup.kill", "1");
             }
         }
+        if self.is_empty()? {
+            return Ok(());
+        }
         let was = self.freezer_state().unwrap_or(FreezerState::Thawed);
         let froze = was == FreezerState::Thawed && self.freeze().is_ok();
         let pids = self.procs();
@@ -568,6 +601,26 @@ impl Manager {
         }
         pids?;
         result
+    }
+
+    /// Whether no process is left in the cgroup or its children, from a hierarchical counter
+    /// where one exists (cgroup2 `populated`, v1 `pids.current`), else by listing them.
+    pub fn is_empty(&self) -> Result<bool> {
+        if let Some(dir) = self.pure_v2() {
+            return match fsutil::read(dir, "cgroup.events") {
+                Ok(ev) => Ok(ev.lines().any(|l| l == "populated 0")),
+                Err(_) if !dir.exists() => Ok(true),
+                Err(e) => Err(e),
+            };
+        }
+        if let Some(dir) = self.v1_dir("pids") {
+            match fsutil::read_u64(dir, "pids.current") {
+                Ok(n) => return Ok(n == Some(0)),
+                Err(_) if !dir.exists() => return Ok(true),
+                Err(_) => {}
+            }
+        }
+        Ok(self.procs()?.is_empty())
     }
 
     /// Remove the cgroup directories (child cgroups first). Missing directories are fine, so

@@ -394,3 +394,41 @@ fn hooks_run_in_order_with_the_state() {
     );
     assert_clean(&rt, &id, Some(b.path()));
 }
+
+/// The init joins its cgroup in every hierarchy, v1 and cgroup2 alike, whether it moved itself
+/// (no user namespace) or the runtime moved it (user namespace).
+#[test]
+fn the_init_is_in_its_cgroup_in_every_hierarchy() {
+    let rt = runtime();
+    for userns in [false, true] {
+        let b = Bundle::busybox(&["sleep", "1000"]);
+        if userns {
+            chown_tree(&b.rootfs(), 100000);
+            b.edit(|c| {
+                c["linux"]["namespaces"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"type": "user"}));
+                c["linux"]["uidMappings"] =
+                    json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+                c["linux"]["gidMappings"] =
+                    json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+            });
+        }
+        let id = unique_id("cgjoin");
+        rt.ok(&["create", "--bundle", b.path().to_str().unwrap(), &id]);
+        let pid = rt.state(&id)["pid"].as_i64().unwrap();
+        let ours = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let theirs = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        assert_eq!(ours.lines().count(), theirs.lines().count(), "{theirs}");
+        for line in theirs.lines() {
+            let path = line.splitn(3, ':').nth(2).unwrap();
+            assert!(
+                path.ends_with(&format!("/{id}")),
+                "userns={userns}: {line} is not the container's cgroup\n{theirs}"
+            );
+        }
+        rt.ok(&["delete", "--force", &id]);
+        assert_clean(&rt, &id, Some(b.path()));
+    }
+}

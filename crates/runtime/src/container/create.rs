@@ -342,16 +342,45 @@ fn create_claimed(
     let mut keep: Vec<i32> = (3..3 + i32::try_from(opts.preserve_fds).unwrap_or(0)).collect();
     keep.extend(fifo.as_ref().map(|f| f.as_raw_fd()));
     keep.extend(c.console.as_ref().map(|f| f.as_raw_fd()));
+    // Moving a process between cgroups with a write to `cgroup.procs` takes the kernel's global
+    // threadgroup lock, which waits for an RCU grace period: about 1 ms, sometimes 20. So,
+    // unless a user namespace stands in the way of writing host cgroup files, the init is born
+    // in its cgroup2 directory (`CLONE_INTO_CGROUP`) and moves its single thread into the v1
+    // ones itself, which the kernel does without that lock.
+    let self_join = !c.plan.has(oci_spec::runtime::LinuxNamespaceType::User);
+    let cgroup2_dir = match c.cgroup.unified_dir().filter(|_| self_join) {
+        Some(dir) => Some(
+            rustix::fs::open(
+                dir,
+                rustix::fs::OFlags::RDONLY
+                    | rustix::fs::OFlags::DIRECTORY
+                    | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .ctx(|| format!("open cgroup {}", dir.display()))?,
+        ),
+        None => None,
+    };
     let spawned = spawn::spawn(Request {
         plan: c.plan.clone(),
         id_maps: if userns_new { id_maps(&c.spec) } else { None },
         time_offsets: time_offsets(&c.spec),
         pid_ns: None,
         keep_fds: keep,
+        cgroup2: cgroup2_dir.as_ref().map(|f| f.as_raw_fd()),
     })?;
+    drop(cgroup2_dir);
     let pid = spawned.pid;
     cleanup.pid = Some(pid);
-    c.cgroup.add_process(pid)?;
+    let join_cgroups = if self_join {
+        if !spawned.in_cgroup2 {
+            c.cgroup.add_process_unified(pid)?;
+        }
+        c.cgroup.v1_dirs()
+    } else {
+        c.cgroup.add_process(pid)?;
+        Vec::new()
+    };
 
     st.pid = pid;
     let hook_state = st.oci_state(Status::Creating);
@@ -387,6 +416,7 @@ fn create_claimed(
             fifo_fd: fifo.as_ref().map(|f| f.as_raw_fd()),
             cgroup_mounts,
             cgroup_symlinks: c.cgroup.container_symlinks(),
+            join_cgroups,
         })),
     };
     spawned.channel.send(&Msg::Init(Box::new(config)))?;
@@ -421,7 +451,11 @@ fn create_claimed(
 
     st.pid_start = state::proc_stat(pid).map(|(_, s)| s).unwrap_or(0);
     st.status = Status::Created;
-    rt.root.save(&st)?;
+    // `run` saves the state once the process runs; writing it here too would put a second
+    // replace-by-rename of state.json on the start path.
+    if mode == StartMode::Fifo {
+        rt.root.save(&st)?;
+    }
     if let Some(path) = &opts.pid_file {
         write_pid_file(path, pid)?;
     }

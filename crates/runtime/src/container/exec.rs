@@ -121,6 +121,7 @@ impl Runtime {
             time_offsets: None,
             pid_ns,
             keep_fds: keep,
+            cgroup2: None,
         })?;
         let pid = spawned.pid;
         let fail = |e: Error| {

@@ -17,6 +17,8 @@ use crate::rootfs;
 
 /// Run the init. Returns only on failure.
 pub(super) fn run(ch: &Channel, cfg: &InitConfig, role: &InitRole) -> Result<Infallible> {
+    // Before anything else, and before a cgroup namespace is made: it must be rooted here.
+    berth_cgroups::join_self(&role.join_cgroups)?;
     let spec: oci_spec::runtime::Spec =
         crate::spec::parse_json(&role.bundle.join("config.json"), role.config.as_bytes())?;
     let spec = &spec;

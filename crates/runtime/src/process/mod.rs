@@ -77,6 +77,9 @@ pub struct InitRole {
     pub cgroup_mounts: Vec<CgroupMount>,
     /// Symlinks beside them.
     pub cgroup_symlinks: Vec<(String, String)>,
+    /// v1 cgroup directories the init moves itself into, first thing (see
+    /// `berth_cgroups::join_self`); empty when the runtime moved it.
+    pub join_cgroups: Vec<PathBuf>,
 }
 
 /// Exec-only settings.

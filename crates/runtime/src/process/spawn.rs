@@ -119,6 +119,9 @@ pub struct Request {
     pub pid_ns: Option<OwnedFd>,
     /// Fds the child must inherit across its exec (close-on-exec is cleared in the child).
     pub keep_fds: Vec<RawFd>,
+    /// A cgroup2 directory to start the child in (`clone3` with `CLONE_INTO_CGROUP`), so it
+    /// never has to be migrated there. Ignored when a setup helper is needed.
+    pub cgroup2: Option<RawFd>,
 }
 
 /// A started child: its host pid and our end of its setup channel.
@@ -128,6 +131,8 @@ pub struct Spawned {
     pub pid: i32,
     /// Setup channel.
     pub channel: Channel,
+    /// The child was born in `Request::cgroup2`.
+    pub in_cgroup2: bool,
 }
 
 /// Everything the child side needs, prepared before `clone` (see module invariants).
@@ -209,6 +214,7 @@ pub fn spawn(req: Request) -> Result<Spawned> {
         & !(namespaces::clone_flag(oci_spec::runtime::LinuxNamespaceType::Time)
             | namespaces::clone_flag(oci_spec::runtime::LinuxNamespaceType::Cgroup));
 
+    let mut in_cgroup2 = false;
     let pid = if needs_helper {
         // SAFETY: the child only runs `helper`, which uses raw syscalls on `prep` and never
         // returns (it exits), so it cannot touch state shared with the parent.
@@ -232,13 +238,48 @@ pub fn spawn(req: Request) -> Result<Spawned> {
         }
         v
     } else {
-        // SAFETY: as above; `trampoline` never returns.
-        let pid = unsafe { raw_clone(flags | u64::from(libc::SIGCHLD.unsigned_abs())) }
-            .ctx(|| format!("clone the container process with namespace flags {flags:#x}"))?;
-        if pid == 0 {
-            trampoline(&prep);
+        let into = req.cgroup2.and_then(|fd| {
+            // SAFETY: as above; `trampoline` never returns.
+            match unsafe { raw_clone3_into_cgroup(flags, fd) } {
+                Ok(0) => trampoline(&prep),
+                Ok(pid) => Some(Ok(pid)),
+                // Kernels before 5.7, or a cgroup that cannot take the process directly (the
+                // "no internal processes" rule): fall back to clone and a migration.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(
+                            libc::ENOSYS
+                                | libc::E2BIG
+                                | libc::EINVAL
+                                | libc::EOPNOTSUPP
+                                | libc::EBUSY
+                                | libc::EBADF
+                        )
+                    ) =>
+                {
+                    None
+                }
+                Err(e) => Some(Err(e)),
+            }
+        });
+        match into {
+            Some(r) => {
+                in_cgroup2 = true;
+                r.ctx(|| format!("clone the container process with namespace flags {flags:#x} into its cgroup"))?
+            }
+            None => {
+                // SAFETY: as above; `trampoline` never returns.
+                let pid = unsafe { raw_clone(flags | u64::from(libc::SIGCHLD.unsigned_abs())) }
+                    .ctx(|| {
+                        format!("clone the container process with namespace flags {flags:#x}")
+                    })?;
+                if pid == 0 {
+                    trampoline(&prep);
+                }
+                pid
+            }
         }
-        pid
     };
     drop(child);
     drop(join_fds);
@@ -247,6 +288,7 @@ pub fn spawn(req: Request) -> Result<Spawned> {
     let spawned = Spawned {
         pid,
         channel: parent,
+        in_cgroup2,
     };
     if let Some((uid_map, gid_map)) = &req.id_maps {
         if let Err(e) = write_maps(pid, uid_map, gid_map) {
@@ -311,6 +353,53 @@ unsafe fn raw_clone(flags: u64) -> std::io::Result<i32> {
     // SAFETY: with a null stack pointer clone behaves like fork; the other arguments are unused
     // because no CLONE_*TID/SETTLS flags are passed. The caller upholds the child-side contract.
     let ret = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    if ret < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(i32::try_from(ret).unwrap_or(0))
+    }
+}
+
+/// `struct clone_args` up to `cgroup` (`CLONE_ARGS_SIZE_VER2`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `clone3(2)` with fork semantics into the cgroup2 directory `cgroup_fd`: returns 0 in the
+/// child.
+///
+/// # Safety
+/// As for [`raw_clone`].
+unsafe fn raw_clone3_into_cgroup(flags: u64, cgroup_fd: RawFd) -> std::io::Result<i32> {
+    let mut args = CloneArgs {
+        flags: flags | CLONE_INTO_CGROUP,
+        exit_signal: u64::from(libc::SIGCHLD.unsigned_abs()),
+        cgroup: u64::try_from(cgroup_fd).unwrap_or_default(),
+        ..CloneArgs::default()
+    };
+    // SAFETY: a zero stack makes clone3 behave like fork; `args` is a valid, fully initialised
+    // clone_args of the size passed. The caller upholds the child-side contract.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            std::ptr::from_mut(&mut args),
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
     if ret < 0 {
         Err(std::io::Error::last_os_error())
     } else {

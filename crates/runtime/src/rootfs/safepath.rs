@@ -105,48 +105,62 @@ impl Root {
                 ));
             }
         }
-        let mut prefix = PathBuf::new();
-        let mut parent = self
-            .open_at(Path::new("."), OFlags::PATH | OFlags::DIRECTORY, false)
-            .ctx(|| format!("open root {}", self.path.display()))?;
+        // Find the deepest ancestor that resolves (usually the parent), then create the rest one
+        // component at a time below it.
         let comps: Vec<Component<'_>> = rel.components().collect();
-        for (i, comp) in comps.iter().enumerate() {
-            let up = prefix.clone();
-            prefix.push(comp);
-            parent = match self.open_at(&prefix, OFlags::PATH | OFlags::DIRECTORY, false) {
-                Ok(fd) => fd,
-                Err(Errno::NOENT) => {
-                    let name = comp.as_os_str();
-                    match rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(mode)) {
-                        Ok(()) => {}
-                        Err(Errno::EXIST) => {
-                            // Something is there but does not resolve: a dangling symlink.
-                            if let Some(target) =
-                                self.link_target(&parent, name, &up, &comps[i + 1..], links)?
-                            {
-                                return self.mkdir_all_depth(&target, mode, links + 1);
-                            }
-                        }
-                        Err(e) => {
-                            return Err(Error::errno(
-                                format!(
-                                    "create directory {} in the container",
-                                    self.display(&prefix)
-                                ),
-                                e,
-                            ));
-                        }
-                    }
-                    self.open_at(&prefix, OFlags::PATH | OFlags::DIRECTORY, false)
-                        .ctx(|| format!("open {} after creating it", self.display(&prefix)))?
-                }
+        let mut n = comps.len().saturating_sub(1);
+        let mut parent = loop {
+            let prefix: PathBuf = comps[..n].iter().collect();
+            match self.open_at(&prefix, OFlags::PATH | OFlags::DIRECTORY, false) {
+                Ok(fd) => break fd,
+                Err(Errno::NOENT) if n > 0 => n -= 1,
                 Err(e) => {
                     return Err(Error::errno(
                         format!("resolve {} in the container", self.display(&prefix)),
                         e,
                     ));
                 }
-            };
+            }
+        };
+        let mut prefix: PathBuf = comps[..n].iter().collect();
+        for (i, comp) in comps.iter().enumerate().skip(n) {
+            let up = prefix.clone();
+            prefix.push(comp);
+            let name = comp.as_os_str();
+            match rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(mode)) {
+                Ok(()) => {}
+                Err(Errno::EXIST) => {
+                    // Something is there but did not resolve: a dangling symlink.
+                    if let Some(target) =
+                        self.link_target(&parent, name, &up, &comps[i + 1..], links)?
+                    {
+                        return self.mkdir_all_depth(&target, mode, links + 1);
+                    }
+                }
+                Err(e) => {
+                    return Err(Error::errno(
+                        format!(
+                            "create directory {} in the container",
+                            self.display(&prefix)
+                        ),
+                        e,
+                    ));
+                }
+            }
+            // We just made it: it must be a directory right here, not a link to elsewhere.
+            parent = rustix::fs::openat2(
+                &parent,
+                name,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+            )
+            .map_err(|e| {
+                Error::errno(
+                    format!("open {} after creating it", self.display(&prefix)),
+                    e,
+                )
+            })?;
         }
         Ok(parent)
     }
