@@ -85,6 +85,9 @@ impl Bundle {
             .ok_or_else(|| format!("{} has no process object", file.display()))?;
         process.insert("args".into(), serde_json::json!(["/bin/true"]));
         process.insert("terminal".into(), serde_json::Value::Bool(false));
+        // runtime-spec 1.0.2, which every peer here reads (crun 1.8 refuses 1.2.0 as unknown),
+        // so a peer that cannot run reports its real reason.
+        config["ociVersion"] = serde_json::Value::String("1.0.2".into());
         let text =
             serde_json::to_vec_pretty(&config).map_err(|e| format!("encode config.json: {e}"))?;
         std::fs::write(&file, text).map_err(|e| format!("write {}: {e}", file.display()))

@@ -267,3 +267,37 @@ fn a_cwd_through_a_leaked_fd_is_refused() {
     );
     assert_clean(&rt, &id, Some(b.path()));
 }
+
+/// Signals the caller ignores (as `nohup` or a shell's background job does) and the SIGPIPE that
+/// Rust ignores are not inherited by the container's process.
+#[test]
+fn ignored_signals_are_not_inherited() {
+    let rt = runtime();
+    let b = Bundle::busybox(&["cat", "/proc/self/status"]);
+    let id = unique_id("sigign");
+    let mut cmd = rt.cmd();
+    cmd.args(["run", "--bundle", b.path().to_str().unwrap(), &id])
+        .stdin(std::process::Stdio::null());
+    let hook = || {
+        for sig in [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, libc::SIGUSR1] {
+            // SAFETY: setting a disposition to SIG_IGN takes no pointers and is async-signal-safe.
+            unsafe { libc::signal(sig, libc::SIG_IGN) };
+        }
+        Ok(())
+    };
+    // SAFETY: the hook runs in the forked child before exec and only calls signal(2).
+    unsafe { cmd.pre_exec(hook) };
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let ign = text
+        .lines()
+        .find(|l| l.starts_with("SigIgn:"))
+        .expect("SigIgn line");
+    assert_eq!(
+        ign.split_whitespace().nth(1),
+        Some("0000000000000000"),
+        "{ign}"
+    );
+    assert_clean(&rt, &id, Some(b.path()));
+}

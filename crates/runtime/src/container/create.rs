@@ -420,6 +420,8 @@ fn create_claimed(
         })),
     };
     spawned.channel.send(&Msg::Init(Box::new(config)))?;
+    // The init is busy with its root file system now; pay for the close meanwhile.
+    drop(spawned.exe);
     // The child has its copies now.
     drop(fifo);
     drop(c.console);

@@ -285,15 +285,36 @@ pub(super) fn exec(
     )))
 }
 
-/// Default dispositions and an empty mask: ignored signals survive exec, and Rust ignores
-/// SIGPIPE, which the user's program must not inherit.
+/// The signals this process ignores, from `SigIgn` in `/proc/self/status` (bit n-1 is signal n).
+fn ignored_signals() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("SigIgn:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
+/// Default dispositions and an empty mask: ignored signals survive exec (Rust ignores SIGPIPE,
+/// and the caller may have ignored others), which the user's program must not inherit. Handled
+/// signals need nothing: exec resets them.
 fn reset_signals() {
+    let ignored = ignored_signals().unwrap_or(u64::MAX);
+    // The kernel's `struct sigaction` with SIG_DFL. The raw call, because glibc's wrappers refuse
+    // the signals it reserves (32 and 33), which a caller may still have left ignored.
+    let default = [0u64; 4];
     for sig in 1..=64 {
-        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP || ignored & (1u64 << (sig - 1)) == 0 {
             continue;
         }
-        // SAFETY: setting the default disposition takes no pointers and is always valid.
-        unsafe { libc::signal(sig, libc::SIG_DFL) };
+        // SAFETY: a valid kernel sigaction (handler SIG_DFL, no flags, empty mask) of the layout
+        // rt_sigaction expects on this architecture, a null old-action pointer, sigset size 8.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                default.as_ptr(),
+                0usize,
+                8usize,
+            )
+        };
     }
     let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
     // SAFETY: sigemptyset initialises the set behind the pointer it is given.

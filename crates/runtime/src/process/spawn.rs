@@ -133,6 +133,10 @@ pub struct Spawned {
     pub channel: Channel,
     /// The child was born in `Request::cgroup2`.
     pub in_cgroup2: bool,
+    /// The executable the child re-executed. Closing it dissolves its detached mount, which
+    /// waits for an RCU grace period: drop it while the child is busy, not before it is
+    /// configured.
+    pub exe: SealedExe,
 }
 
 /// Everything the child side needs, prepared before `clone` (see module invariants).
@@ -283,12 +287,12 @@ pub fn spawn(req: Request) -> Result<Spawned> {
     };
     drop(child);
     drop(join_fds);
-    drop(exe);
 
     let spawned = Spawned {
         pid,
         channel: parent,
         in_cgroup2,
+        exe,
     };
     if let Some((uid_map, gid_map)) = &req.id_maps {
         if let Err(e) = write_maps(pid, uid_map, gid_map) {
