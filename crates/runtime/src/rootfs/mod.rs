@@ -160,33 +160,14 @@ pub fn enter(prepared: Prepared, spec: &Spec, rootfs: &Path, no_pivot: bool) -> 
         .and_then(|r| r.readonly())
         .unwrap_or(false)
     {
-        let flags = current_flags("/") | MountFlags::BIND | MountFlags::RDONLY;
+        let root_dir = rustix::fs::open("/", OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+            .ctx(|| "open the root filesystem")?;
+        let flags = mounts::current_flags(&root_dir) | MountFlags::BIND | MountFlags::RDONLY;
         rustix::mount::mount_remount("/", flags, "")
             .ctx(|| "remount the root filesystem read-only")?;
     }
     drop(prepared);
     Ok(())
-}
-
-fn current_flags(path: &str) -> MountFlags {
-    use rustix::fs::StatVfsMountFlags as S;
-    let Ok(st) = rustix::fs::statvfs(path) else {
-        return MountFlags::empty();
-    };
-    let mut f = MountFlags::empty();
-    for (s, m) in [
-        (S::NOSUID, MountFlags::NOSUID),
-        (S::NODEV, MountFlags::NODEV),
-        (S::NOEXEC, MountFlags::NOEXEC),
-        (S::NOATIME, MountFlags::NOATIME),
-        (S::NODIRATIME, MountFlags::NODIRATIME),
-        (S::RELATIME, MountFlags::RELATIME),
-    ] {
-        if st.f_flag.contains(s) {
-            f |= m;
-        }
-    }
-    f
 }
 
 /// The container's `/dev/null`, checked to really be the null device: masking binds it over
@@ -250,7 +231,7 @@ fn readonly_path(root: &Root, path: &Path) -> Result<()> {
     let fd = root
         .open_at(path, OFlags::PATH, false)
         .ctx(|| format!("reopen {}", path.display()))?;
-    let flags = current_flags(&fd_path(&fd)) | MountFlags::BIND | MountFlags::RDONLY;
+    let flags = mounts::current_flags(&fd) | MountFlags::BIND | MountFlags::RDONLY;
     rustix::mount::mount_remount(fd_path(&fd).as_str(), flags, "")
         .ctx(|| format!("make {} read-only", path.display()))
 }

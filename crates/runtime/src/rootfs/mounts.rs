@@ -93,7 +93,8 @@ pub(super) fn remount_bind(
         .ctx(|| format!("remount {what} with {:?}", wanted))
 }
 
-fn current_flags(fd: &OwnedFd) -> MountFlags {
+/// The per-mount flags the mount holding `fd` has now.
+pub(super) fn current_flags(fd: &OwnedFd) -> MountFlags {
     use rustix::fs::StatVfsMountFlags as S;
     let Ok(st) = rustix::fs::fstatvfs(fd) else {
         return MountFlags::empty();
