@@ -12,6 +12,13 @@ packages=(
   podman conmon     # drives berth-runtime through conmon in the end-to-end tests
   procps            # ps(1), used by `berth-runtime ps`
   time              # GNU time, for the peak-RSS figures in bench/
+  docker-registry   # a real OCI distribution registry (2.8) the image tests run on loopback
+  apache2-utils     # htpasswd, for the registry's basic-auth setup in the tests
+  openssl           # the token-auth test server's signing key and certificate
+  skopeo            # interop partner: copies images into the test registry, reads Berth's pushes and archives
+  umoci             # interop partner for OCI layouts
+  pigz              # the pull benchmark builds its large image's gzip layers
+  debootstrap       # the pull benchmark's Debian minbase layer
 )
 
 missing=()

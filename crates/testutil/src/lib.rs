@@ -308,6 +308,8 @@ impl Drop for Runtime {
     }
 }
 
+pub mod registry;
+
 /// Host-side facts tests compare against.
 pub mod host {
     use std::path::PathBuf;

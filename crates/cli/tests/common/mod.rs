@@ -1,0 +1,384 @@
+//! Harness for `berth`'s end-to-end tests: a private store per test, isolated credentials, and
+//! OCI image layouts built offline (busybox from Debian's busybox-static) that `skopeo` copies
+//! into a real registry on loopback.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_berth");
+
+/// A private Berth store and credential file; removed on drop.
+pub struct Berth {
+    pub dir: tempfile::TempDir,
+}
+
+impl Berth {
+    pub fn new() -> Berth {
+        Berth {
+            dir: tempfile::Builder::new()
+                .prefix("berth-e2e-")
+                .tempdir_in("/var/tmp")
+                .expect("temp dir"),
+        }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    pub fn auth_file(&self) -> PathBuf {
+        self.dir.path().join("auth/config.json")
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .env("BERTH_ROOT", self.root())
+            .env("BERTH_AUTH_FILE", self.auth_file())
+            .env("DOCKER_CONFIG", self.dir.path().join("docker"))
+            .env_remove("BERTH_NAMESPACE")
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("running berth")
+    }
+
+    /// Run and require success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "berth {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Run and require failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "berth {args:?} succeeded but should have failed:\nstdout: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Run with `input` on stdin; require success.
+    pub fn ok_stdin(&self, args: &[&str], input: &[u8]) -> String {
+        let mut child = self
+            .cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn berth");
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "berth {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `berth system check` reports a clean store.
+    pub fn assert_clean(&self) {
+        let out = self.ok(&["system", "check"]);
+        assert!(!out.to_lowercase().contains("corrupt"), "{out}");
+    }
+}
+
+pub fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+/// One layer's content, as tar entries.
+pub enum Entry {
+    Dir(&'static str),
+    File(String, Vec<u8>),
+    Symlink(&'static str, &'static str),
+    /// A whole directory tree from the host (e.g. a busybox rootfs).
+    Tree(PathBuf),
+}
+
+/// A gzip layer: (compressed bytes, diff_id hex).
+pub fn layer(entries: &[Entry]) -> (Vec<u8>, String) {
+    let mut b = tar::Builder::new(Vec::new());
+    b.follow_symlinks(false);
+    for e in entries {
+        match e {
+            Entry::Dir(p) => {
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o755);
+                h.set_size(0);
+                h.set_uid(0);
+                h.set_gid(0);
+                h.set_mtime(1_700_000_000);
+                b.append_data(&mut h, p, std::io::empty()).unwrap();
+            }
+            Entry::File(p, data) => {
+                let mut h = tar::Header::new_gnu();
+                h.set_mode(0o644);
+                h.set_uid(0);
+                h.set_gid(0);
+                h.set_size(data.len() as u64);
+                h.set_mtime(1_700_000_000);
+                b.append_data(&mut h, p, data.as_slice()).unwrap();
+            }
+            Entry::Symlink(p, target) => {
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_size(0);
+                h.set_mode(0o777);
+                h.set_uid(0);
+                h.set_gid(0);
+                h.set_mtime(1_700_000_000);
+                b.append_link(&mut h, p, target).unwrap();
+            }
+            Entry::Tree(dir) => b.append_dir_all(".", dir).unwrap(),
+        }
+    }
+    let tar = b.into_inner().unwrap();
+    let diff = sha256_hex(&tar);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).unwrap();
+    (gz.finish().unwrap(), diff)
+}
+
+/// Write an OCI image layout at `dir` holding one image tagged `tag` made of `layers`.
+/// Returns the manifest digest.
+pub fn write_layout(
+    dir: &Path,
+    tag: &str,
+    layers: &[(Vec<u8>, String)],
+    platform: (&str, &str),
+) -> String {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| -> String {
+        let hex = sha256_hex(bytes);
+        std::fs::write(blobs.join(&hex), bytes).unwrap();
+        format!("sha256:{hex}")
+    };
+    let mut layer_descs = vec![];
+    let mut diff_ids = vec![];
+    for (gz, diff) in layers {
+        let d = put(gz);
+        layer_descs.push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": gz.len()}));
+        diff_ids.push(format!("sha256:{diff}"));
+    }
+    let config = serde_json::to_vec(&json!({
+        "created": "2026-01-01T00:00:00Z",
+        "architecture": platform.1,
+        "os": platform.0,
+        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .unwrap();
+    let cd = put(&config);
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
+        "layers": layer_descs,
+    }))
+    .unwrap();
+    let md = put(&manifest);
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": manifest.len(),
+                           "annotations": {"org.opencontainers.image.ref.name": tag}}],
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    md
+}
+
+/// The two-layer busybox test image: layer 1 is a busybox rootfs, layer 2 adds
+/// `/etc/berth-layer2` and deletes `/etc/group` with a whiteout.
+pub fn busybox_layers() -> Vec<(Vec<u8>, String)> {
+    let root = tempfile::tempdir().unwrap();
+    berth_testutil::busybox_rootfs(root.path());
+    let l1 = layer(&[Entry::Tree(root.path().to_owned())]);
+    let l2 = layer(&[
+        Entry::Dir("etc"),
+        Entry::File("etc/berth-layer2".into(), b"hello from layer 2\n".to_vec()),
+        Entry::File("etc/.wh.group".into(), Vec::new()),
+    ]);
+    vec![l1, l2]
+}
+
+/// `skopeo copy` an OCI layout into the registry at `addr` as `repo:tag`.
+pub fn skopeo_push(layout: &Path, tag: &str, addr: &str, repo: &str, creds: Option<&str>) {
+    let mut c = Command::new("skopeo");
+    c.args(["copy", "--quiet", "--dest-tls-verify=false"]);
+    if let Some(cr) = creds {
+        c.args(["--dest-creds", cr]);
+    }
+    let out = c
+        .arg(format!("oci:{}:{tag}", layout.display()))
+        .arg(format!("docker://{addr}/{repo}:{tag}"))
+        .output()
+        .expect("skopeo (Debian package skopeo)");
+    assert!(
+        out.status.success(),
+        "skopeo copy failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Mount a read-only view of the image's top snapshot and run `f` on it; always unmounts.
+pub fn with_image_root(root: &Path, chain_top: &str, f: impl FnOnce(&Path)) {
+    let store = berth_store::Store::open(root).expect("open store");
+    let key = format!("test-view-{}", std::process::id());
+    let mounts = store
+        .snapshots
+        .view("default", &key, Some(chain_top))
+        .expect("view");
+    let target = tempfile::tempdir().unwrap();
+    berth_store::mount(&mounts, target.path()).expect("mount view");
+    struct Guard<'a>(&'a Path, &'a berth_store::Store, &'a str);
+    impl Drop for Guard<'_> {
+        fn drop(&mut self) {
+            let _ = berth_store::unmount(self.0);
+            let _ = self.1.snapshots.remove("default", self.2);
+        }
+    }
+    let _g = Guard(target.path(), &store, &key);
+    f(target.path());
+}
+
+/// The top chain ID of an image, from `berth image inspect`.
+pub fn chain_top(b: &Berth, image: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(&b.ok(&["image", "inspect", image])).unwrap();
+    let mut chain: Option<String> = None;
+    for d in v[0]["RootFS"]["Layers"].as_array().unwrap() {
+        let d = d.as_str().unwrap().to_owned();
+        chain = Some(match chain {
+            None => d,
+            Some(prev) => format!("sha256:{}", sha256_hex(format!("{prev} {d}").as_bytes())),
+        });
+    }
+    chain.expect("an image with layers")
+}
+
+/// A loopback TCP proxy in front of a registry that slows responses to `rate` bytes per second
+/// and, while `cut_after` is non-zero, closes the first connections after that many response
+/// bytes (then decrements `cuts`). Stops when dropped.
+pub struct Proxy {
+    pub addr: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Proxy {
+    pub fn start(upstream: &str, rate: u64, cut_after: u64, cuts: u32) -> Proxy {
+        use std::io::Read;
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = Arc::clone(&stop);
+        let upstream = upstream.to_owned();
+        let cuts = Arc::new(AtomicU32::new(cuts));
+        let thread = std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    continue;
+                };
+                client.set_nonblocking(false).unwrap();
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let (mut c_in, mut s_out) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c_in, &mut s_out);
+                    let _ = s_out.shutdown(std::net::Shutdown::Write);
+                });
+                let (mut s_in, mut c_out) = (server, client);
+                let stop3 = Arc::clone(&stop2);
+                let cuts = Arc::clone(&cuts);
+                std::thread::spawn(move || {
+                    let cut = cut_after > 0
+                        && cuts
+                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                            .is_ok();
+                    let mut sent = 0u64;
+                    let mut buf = vec![0u8; 16 * 1024];
+                    let start = std::time::Instant::now();
+                    while !stop3.load(Ordering::Relaxed) {
+                        let n = match s_in.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if cut && sent + n as u64 > cut_after {
+                            break;
+                        }
+                        if c_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        sent += n as u64;
+                        if rate > 0 {
+                            let due = std::time::Duration::from_secs_f64(sent as f64 / rate as f64);
+                            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                                std::thread::sleep(wait);
+                            }
+                        }
+                    }
+                    let _ = c_out.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        Proxy {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Incompressible bytes (xorshift), so a gzip layer is as big as its content.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(len);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}

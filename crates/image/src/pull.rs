@@ -1,0 +1,416 @@
+//! Pull: resolve a reference to one platform's manifest, then fetch every missing layer at
+//! once, each verified, decompressed and applied while it downloads, and record the image only
+//! after every blob is committed and every snapshot exists. A lease protects what the pull has
+//! written from a concurrent garbage collection until the image record refers to it.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_registry::Reference;
+use berth_store::{BlobWriter, LeaseResource};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use oci_spec::image::Digest;
+use tokio::sync::mpsc;
+
+use crate::format::{self, Descriptor, ImageConfig, Parsed, Platform, media};
+use crate::unpack::{self, Extraction, LayerJob};
+use crate::{Error, ImageService, Progress, Result};
+
+/// What a pull did.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    /// The full name the image is recorded under.
+    pub name: String,
+    /// The digest of what the reference resolved to (index or manifest).
+    pub digest: Digest,
+    /// The image id: the config's digest.
+    pub config: Digest,
+    /// Layers downloaded by this pull (0 when everything was present).
+    pub downloaded: usize,
+}
+
+/// How many layers download and unpack at once (Docker uses 3).
+const CONCURRENCY: usize = 4;
+
+impl ImageService {
+    /// Pull `reference` for `platform` (the host's by default).
+    pub async fn pull(&self, reference: &str, platform: Option<&Platform>) -> Result<Pulled> {
+        let r: Reference = reference.parse()?;
+        let platform = platform.cloned().unwrap_or_else(Platform::host);
+        let lease = format!(
+            "pull-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        );
+        self.store.meta.create_lease(
+            &self.namespace,
+            &lease,
+            Some(Duration::from_secs(24 * 3600)),
+        )?;
+        let result = self.pull_leased(&r, &platform, &lease).await;
+        if let Err(e) = self.store.meta.delete_lease(&self.namespace, &lease) {
+            tracing::warn!("deleting lease {lease}: {e}");
+        }
+        result
+    }
+
+    async fn pull_leased(&self, r: &Reference, platform: &Platform, lease: &str) -> Result<Pulled> {
+        let ns = self.namespace.as_str();
+        let top = self
+            .client
+            .get_manifest(r, &r.reference(), media::MANIFEST_ACCEPT)
+            .await?;
+        self.emit(Progress::Resolved {
+            repository: r.repository.clone(),
+            reference: r.tag.clone().unwrap_or_else(|| r.reference()),
+            digest: top.digest.clone(),
+        });
+        let top_desc = Descriptor {
+            media_type: top.media_type.clone(),
+            digest: top.digest.clone(),
+            size: top.bytes.len() as u64,
+            platform: None,
+            urls: Vec::new(),
+            annotations: Default::default(),
+        };
+        let (manifest_desc, manifest_bytes) =
+            match format::parse_manifest(&top.media_type, &top.bytes)? {
+                Parsed::Manifest(_) => (top_desc.clone(), top.bytes.clone()),
+                Parsed::Index(index) => {
+                    let chosen = index.select(platform)?.clone();
+                    self.put_leased(lease, &top.bytes, &top.digest)?;
+                    let m = self
+                        .client
+                        .get_manifest(r, chosen.digest.as_ref(), &[chosen.media_type.as_str()])
+                        .await?;
+                    if m.digest != chosen.digest {
+                        return Err(berth_registry::Error::DigestMismatch {
+                            expected: chosen.digest.clone(),
+                            actual: m.digest,
+                        }
+                        .into());
+                    }
+                    self.store
+                        .meta
+                        .set_children(&top.digest, std::slice::from_ref(&chosen.digest))?;
+                    (chosen, m.bytes)
+                }
+            };
+        let Parsed::Manifest(manifest) =
+            format::parse_manifest(&manifest_desc.media_type, &manifest_bytes)?
+        else {
+            return Err(Error::BadManifest(format!(
+                "{} is an index inside an index; nested indexes are not supported",
+                manifest_desc.digest
+            )));
+        };
+        self.put_leased(lease, &manifest_bytes, &manifest_desc.digest)?;
+
+        // The config: small, fetched whole and verified.
+        let config_bytes = match self.store.content.size(&manifest.config.digest)? {
+            Some(_) => self.store.content.read(&manifest.config.digest)?,
+            None => {
+                let mut s = self.client.blob(r, &manifest.config.digest, 0).await?;
+                let mut buf =
+                    Vec::with_capacity(usize::try_from(manifest.config.size).unwrap_or(0));
+                while let Some(chunk) = s.next().await {
+                    buf.extend_from_slice(&chunk?);
+                    if buf.len() as u64 > manifest.config.size.max(1 << 20) * 4 {
+                        return Err(Error::BadConfig {
+                            digest: manifest.config.digest.clone(),
+                            reason: "larger than its descriptor says".into(),
+                        });
+                    }
+                }
+                buf
+            }
+        };
+        self.put_leased(lease, &config_bytes, &manifest.config.digest)?;
+        let config: ImageConfig =
+            serde_json::from_slice(&config_bytes).map_err(|e| Error::BadConfig {
+                digest: manifest.config.digest.clone(),
+                reason: e.to_string(),
+            })?;
+        let jobs = layer_jobs(&manifest, &config)?;
+
+        let mut children = vec![manifest.config.digest.clone()];
+        children.extend(manifest.layers.iter().map(|l| l.digest.clone()));
+        self.store
+            .meta
+            .set_children(&manifest_desc.digest, &children)?;
+
+        let downloaded = self.fetch_layers(r, &jobs, lease).await?;
+
+        if let Some(top_chain) = jobs.last().map(|j| j.chain_id.to_string()) {
+            self.store
+                .meta
+                .set_snapshot_ref(ns, &manifest.config.digest, &top_chain)?;
+        }
+        let name = r.to_string();
+        self.record_image(
+            &name,
+            &top_desc,
+            &[(r.registry.clone(), r.repository.clone())],
+        )?;
+        self.emit(Progress::Done {
+            name: name.clone(),
+            digest: top.digest.clone(),
+        });
+        Ok(Pulled {
+            name,
+            digest: top.digest,
+            config: manifest.config.digest,
+            downloaded,
+        })
+    }
+
+    /// Store a small verified blob under the pull's lease.
+    fn put_leased(&self, lease: &str, bytes: &[u8], digest: &Digest) -> Result<()> {
+        self.store.meta.lease_add(
+            &self.namespace,
+            lease,
+            LeaseResource::Content(digest.clone()),
+        )?;
+        self.store.content.put(bytes, Some(digest))?;
+        Ok(())
+    }
+
+    /// Download and unpack every layer whose snapshot or blob is missing.
+    async fn fetch_layers(&self, r: &Reference, jobs: &[LayerJob], lease: &str) -> Result<usize> {
+        let ns = self.namespace.clone();
+        let overlay = self.store.snapshots.is_overlay();
+        let sem = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
+        let mut tasks = Vec::with_capacity(jobs.len());
+        let mut existed = Vec::with_capacity(jobs.len());
+        let mut downloaded = 0;
+        for job in jobs {
+            let have_blob = self.store.content.size(&job.desc.digest)?.is_some();
+            let have_snap = unpack::have_snapshot(&self.store, &ns, &job.chain_id)?;
+            self.store.meta.lease_add(
+                &ns,
+                lease,
+                LeaseResource::Content(job.desc.digest.clone()),
+            )?;
+            self.store.meta.lease_add(
+                &ns,
+                lease,
+                LeaseResource::Snapshot(job.chain_id.to_string()),
+            )?;
+            if have_blob && have_snap {
+                self.emit(Progress::LayerExists {
+                    layer: job.desc.digest.clone(),
+                });
+                tasks.push(None);
+                existed.push(true);
+                continue;
+            }
+            existed.push(false);
+            if !have_blob {
+                downloaded += 1;
+            }
+            self.emit(Progress::LayerWaiting {
+                layer: job.desc.digest.clone(),
+                size: job.desc.size,
+            });
+            let this = self.clone();
+            let (r, job, lease) = (r.clone(), job.clone(), lease.to_owned());
+            let sem = Arc::clone(&sem);
+            tasks.push(Some(tokio::spawn(async move {
+                let _permit = sem.acquire_owned().await;
+                this.fetch_layer(&r, &job, &lease, overlay && !have_snap, have_blob)
+                    .await
+            })));
+        }
+        // Wait for all (so nothing keeps writing after an error), then commit in order.
+        let mut results = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            results.push(match t {
+                None => Ok(None),
+                Some(h) => h
+                    .await
+                    .unwrap_or_else(|e| Err(Error::Internal(format!("layer task: {e}")))),
+            });
+        }
+        let mut extractions = Vec::with_capacity(results.len());
+        for res in results {
+            extractions.push(res?);
+        }
+        for ((job, ex), existed) in jobs.iter().zip(extractions).zip(existed) {
+            match ex {
+                Some(ex) => ex.commit(job)?,
+                None if !unpack::have_snapshot(&self.store, &ns, &job.chain_id)? => {
+                    // Downloaded only (native snapshotter, or a resumed blob): apply now.
+                    let store = Arc::clone(&self.store);
+                    let (ns2, lease2, one) = (ns.clone(), lease.to_owned(), [job.clone()]);
+                    tokio::task::spawn_blocking(move || {
+                        if store.snapshots.is_overlay() {
+                            unpack::unpack_from_content(&store, &ns2, &lease2, &one)
+                        } else {
+                            unpack::apply_native(&store, &ns2, &lease2, &one[0])
+                        }
+                    })
+                    .await
+                    .map_err(|e| Error::Internal(format!("unpack task: {e}")))??;
+                }
+                None => {}
+            }
+            if !existed {
+                self.emit(Progress::LayerDone {
+                    layer: job.desc.digest.clone(),
+                });
+            }
+        }
+        Ok(downloaded)
+    }
+
+    /// One layer: stream it from the registry into the content store and, when `stream_unpack`,
+    /// through the unpacker at the same time. Returns the extraction to commit, if any.
+    async fn fetch_layer(
+        &self,
+        r: &Reference,
+        job: &LayerJob,
+        lease: &str,
+        stream_unpack: bool,
+        have_blob: bool,
+    ) -> Result<Option<Extraction>> {
+        let digest = &job.desc.digest;
+        if have_blob {
+            if !stream_unpack {
+                return Ok(None);
+            }
+            let store = Arc::clone(&self.store);
+            let (ns, job, lease) = (self.namespace.clone(), job.clone(), lease.to_owned());
+            return tokio::task::spawn_blocking(move || {
+                let ex = Extraction::begin(&store, &ns, &lease, &job.chain_id)?;
+                let file = store.content.open(&job.desc.digest)?;
+                ex.apply(&job, io::BufReader::with_capacity(1 << 20, file))?;
+                Ok(Some(ex))
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("unpack task: {e}")))?;
+        }
+        let writer = self.store.content.writer(
+            &format!("layer-{digest}"),
+            Some(digest),
+            Some(job.desc.size),
+        )?;
+        let offset = writer.offset();
+        let mut stream = self.client.blob(r, digest, offset).await?;
+        // Few chunks in flight: each may pin one of hyper's read buffers (up to ~0.5 MiB), and the
+        // peak RSS of a pull is a measured target.
+        let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
+        let progress = self.progress.clone();
+        let layer = digest.clone();
+        let size = job.desc.size;
+        let unpack_now = stream_unpack && offset == 0;
+        let store = Arc::clone(&self.store);
+        let (ns, job2, lease) = (self.namespace.clone(), job.clone(), lease.to_owned());
+        let consumer = tokio::task::spawn_blocking(move || -> Result<Option<Extraction>> {
+            let mut tee = Tee {
+                rx,
+                cur: Bytes::new(),
+                writer: Some(writer),
+                done: offset,
+                size,
+                layer,
+                progress,
+            };
+            let ex = if unpack_now {
+                let ex = Extraction::begin(&store, &ns, &lease, &job2.chain_id)?;
+                ex.apply(&job2, &mut tee)?;
+                Some(ex)
+            } else {
+                None
+            };
+            // Whatever follows the end of the tar stream (padding) still counts for the digest.
+            io::copy(&mut tee, &mut io::sink()).map_err(Error::io("reading layer"))?;
+            let w = tee.writer.take().expect("writer present until commit");
+            w.commit()?;
+            if !unpack_now && stream_unpack {
+                let ex = Extraction::begin(&store, &ns, &lease, &job2.chain_id)?;
+                let file = store.content.open(&job2.desc.digest)?;
+                ex.apply(&job2, io::BufReader::with_capacity(1 << 20, file))?;
+                return Ok(Some(ex));
+            }
+            Ok(ex)
+        });
+        let mut fetch_err = None;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(b) => {
+                    if tx.send(Ok(b)).await.is_err() {
+                        break; // the consumer failed; its error is the one to report
+                    }
+                }
+                Err(e) => {
+                    let _ = tx
+                        .send(Err(io::Error::other(format!("download interrupted: {e}"))))
+                        .await;
+                    fetch_err = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let res = consumer
+            .await
+            .map_err(|e| Error::Internal(format!("layer task: {e}")))?;
+        match (res, fetch_err) {
+            (Err(_), Some(e)) => Err(e.into()),
+            (r, _) => r,
+        }
+    }
+}
+
+/// Build the layer jobs, refusing unknown layer media types before anything is downloaded.
+fn layer_jobs(manifest: &format::Manifest, config: &ImageConfig) -> Result<Vec<LayerJob>> {
+    for l in &manifest.layers {
+        berth_unpack::Compression::from_media_type(&l.media_type)?;
+    }
+    crate::archive::jobs_for(manifest, config)
+}
+
+/// Reads the downloaded chunks in order, writing each into the content store's ingest as it
+/// passes (hashing on the fly) and reporting progress.
+struct Tee {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    cur: Bytes,
+    writer: Option<BlobWriter>,
+    done: u64,
+    size: u64,
+    layer: Digest,
+    progress: Option<crate::ProgressFn>,
+}
+
+impl Read for Tee {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                None => return Ok(0),
+                Some(chunk) => {
+                    let chunk = chunk?;
+                    if let Some(w) = self.writer.as_mut() {
+                        w.write_all(&chunk)?;
+                    }
+                    self.done += chunk.len() as u64;
+                    if let Some(p) = &self.progress {
+                        p(Progress::LayerBytes {
+                            layer: self.layer.clone(),
+                            done: self.done,
+                            total: self.size,
+                        });
+                    }
+                    self.cur = chunk;
+                }
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        let _ = self.cur.split_to(n);
+        Ok(n)
+    }
+}
