@@ -19,6 +19,7 @@ packages=(
   umoci             # interop partner for OCI layouts
   pigz              # the pull benchmark builds its large image's gzip layers
   debootstrap       # the pull benchmark's Debian minbase layer
+  jq                # the pull benchmark's image builder reads JSON with it
 )
 
 missing=()

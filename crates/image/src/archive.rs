@@ -333,7 +333,7 @@ impl ImageService {
                     .to_string(),
                 None => Self::dangling_name(&id),
             };
-            self.record_image(&record, &desc, &[])?;
+            self.record_image(&record, &desc, &[], &[])?;
             loaded.names.push(match name {
                 Some(_) => {
                     crate::images::familiar_parts(&record).0
@@ -469,7 +469,7 @@ impl ImageService {
             let rec = record_name
                 .clone()
                 .unwrap_or_else(|| Self::dangling_name(&id));
-            self.record_image(&rec, &mdesc, &[])?;
+            self.record_image(&rec, &mdesc, &[], &[])?;
             Ok(Loaded {
                 names: vec![rec],
                 ids: vec![id],

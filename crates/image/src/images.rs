@@ -69,21 +69,26 @@ pub fn familiar_parts(name: &str) -> (String, String) {
 
 impl ImageService {
     /// Record `name` -> `target` with its size and sources. The last step of pull/load/import.
+    /// `known` gives the sizes of layers just unpacked (by chain ID); the others are measured.
     pub(crate) fn record_image(
         &self,
         name: &str,
         target: &Descriptor,
         sources: &[(String, String)],
+        known: &[(Digest, u64)],
     ) -> Result<()> {
         let (_, manifest, _) = self.resolve_manifest(target)?;
         let config = self.read_config(&manifest)?;
         let mut size = 0u64;
         for chain in format::chain_ids(&config.rootfs.diff_ids) {
-            size += self
-                .store
-                .snapshots
-                .usage(&self.namespace, chain.as_ref())
-                .map_or(0, |(bytes, _)| bytes);
+            size += match known.iter().find(|(c, _)| *c == chain) {
+                Some((_, n)) => *n,
+                None => self
+                    .store
+                    .snapshots
+                    .usage(&self.namespace, chain.as_ref())
+                    .map_or(0, |(bytes, _)| bytes),
+            };
         }
         let now = now_nanos();
         let old = self.store.meta.get_image(&self.namespace, name)?;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_registry::Reference;
-use berth_store::{BlobWriter, LeaseResource};
+use berth_store::LeaseResource;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use oci_spec::image::Digest;
@@ -143,7 +143,12 @@ impl ImageService {
             .meta
             .set_children(&manifest_desc.digest, &children)?;
 
-        let downloaded = self.fetch_layers(r, &jobs, lease).await?;
+        tracing::debug!(layers = jobs.len(), "fetching layers");
+        let flusher = Flusher::start(self.store.root().to_owned());
+        let fetched = self.fetch_layers(r, &jobs, lease).await;
+        drop(flusher);
+        let (downloaded, sizes) = fetched?;
+        tracing::debug!("layers committed");
 
         if let Some(top_chain) = jobs.last().map(|j| j.chain_id.to_string()) {
             self.store
@@ -155,6 +160,7 @@ impl ImageService {
             &name,
             &top_desc,
             &[(r.registry.clone(), r.repository.clone())],
+            &sizes,
         )?;
         self.emit(Progress::Done {
             name: name.clone(),
@@ -180,26 +186,33 @@ impl ImageService {
     }
 
     /// Download and unpack every layer whose snapshot or blob is missing.
-    async fn fetch_layers(&self, r: &Reference, jobs: &[LayerJob], lease: &str) -> Result<usize> {
+    /// Returns how many blobs were downloaded and the sizes of the layers unpacked.
+    async fn fetch_layers(
+        &self,
+        r: &Reference,
+        jobs: &[LayerJob],
+        lease: &str,
+    ) -> Result<(usize, Vec<(Digest, u64)>)> {
         let ns = self.namespace.clone();
         let overlay = self.store.snapshots.is_overlay();
         let sem = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
         let mut tasks = Vec::with_capacity(jobs.len());
         let mut existed = Vec::with_capacity(jobs.len());
         let mut downloaded = 0;
+        // Protect every layer's blob and snapshot before looking at them (one transaction).
+        let resources: Vec<LeaseResource> = jobs
+            .iter()
+            .flat_map(|j| {
+                [
+                    LeaseResource::Content(j.desc.digest.clone()),
+                    LeaseResource::Snapshot(j.chain_id.to_string()),
+                ]
+            })
+            .collect();
+        self.store.meta.lease_add_all(&ns, lease, &resources)?;
         for job in jobs {
             let have_blob = self.store.content.size(&job.desc.digest)?.is_some();
             let have_snap = unpack::have_snapshot(&self.store, &ns, &job.chain_id)?;
-            self.store.meta.lease_add(
-                &ns,
-                lease,
-                LeaseResource::Content(job.desc.digest.clone()),
-            )?;
-            self.store.meta.lease_add(
-                &ns,
-                lease,
-                LeaseResource::Snapshot(job.chain_id.to_string()),
-            )?;
             if have_blob && have_snap {
                 self.emit(Progress::LayerExists {
                     layer: job.desc.digest.clone(),
@@ -239,9 +252,13 @@ impl ImageService {
         for res in results {
             extractions.push(res?);
         }
+        let mut sizes = Vec::with_capacity(jobs.len());
         for ((job, ex), existed) in jobs.iter().zip(extractions).zip(existed) {
             match ex {
-                Some(ex) => ex.commit(job)?,
+                Some(ex) => {
+                    sizes.push((job.chain_id.clone(), ex.size));
+                    ex.commit(job)?;
+                }
                 None if !unpack::have_snapshot(&self.store, &ns, &job.chain_id)? => {
                     // Downloaded only (native snapshotter, or a resumed blob): apply now.
                     let store = Arc::clone(&self.store);
@@ -264,7 +281,7 @@ impl ImageService {
                 });
             }
         }
-        Ok(downloaded)
+        Ok((downloaded, sizes))
     }
 
     /// One layer: stream it from the registry into the content store and, when `stream_unpack`,
@@ -285,7 +302,7 @@ impl ImageService {
             let store = Arc::clone(&self.store);
             let (ns, job, lease) = (self.namespace.clone(), job.clone(), lease.to_owned());
             return tokio::task::spawn_blocking(move || {
-                let ex = Extraction::begin(&store, &ns, &lease, &job.chain_id)?;
+                let mut ex = Extraction::begin(&store, &ns, &lease, &job.chain_id)?;
                 let file = store.content.open(&job.desc.digest)?;
                 ex.apply(&job, io::BufReader::with_capacity(1 << 20, file))?;
                 Ok(Some(ex))
@@ -300,68 +317,102 @@ impl ImageService {
         )?;
         let offset = writer.offset();
         let mut stream = self.client.blob(r, digest, offset).await?;
-        // Few chunks in flight: each may pin one of hyper's read buffers (up to ~0.5 MiB), and the
+        // Two consumers of the same chunks (`Bytes` clones share one buffer): a thread appending
+        // them to the content store's ingest, hashing them, and a thread unpacking them. Few
+        // chunks in flight: each may pin one of hyper's read buffers (up to ~0.5 MiB), and the
         // peak RSS of a pull is a measured target.
-        let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
-        let progress = self.progress.clone();
-        let layer = digest.clone();
-        let size = job.desc.size;
+        let (blob_tx, blob_rx) = mpsc::channel::<io::Result<Bytes>>(4);
         let unpack_now = stream_unpack && offset == 0;
-        let store = Arc::clone(&self.store);
-        let (ns, job2, lease) = (self.namespace.clone(), job.clone(), lease.to_owned());
-        let consumer = tokio::task::spawn_blocking(move || -> Result<Option<Extraction>> {
-            let mut tee = Tee {
-                rx,
-                cur: Bytes::new(),
-                writer: Some(writer),
-                done: offset,
-                size,
-                layer,
-                progress,
-            };
-            let ex = if unpack_now {
-                let ex = Extraction::begin(&store, &ns, &lease, &job2.chain_id)?;
-                ex.apply(&job2, &mut tee)?;
-                Some(ex)
-            } else {
-                None
-            };
-            // Whatever follows the end of the tar stream (padding) still counts for the digest.
-            io::copy(&mut tee, &mut io::sink()).map_err(Error::io("reading layer"))?;
-            let w = tee.writer.take().expect("writer present until commit");
-            w.commit()?;
-            if !unpack_now && stream_unpack {
-                let ex = Extraction::begin(&store, &ns, &lease, &job2.chain_id)?;
-                let file = store.content.open(&job2.desc.digest)?;
-                ex.apply(&job2, io::BufReader::with_capacity(1 << 20, file))?;
-                return Ok(Some(ex));
+        let (unpack_tx, unpack_rx) = if unpack_now {
+            let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let progress = self.progress.clone();
+        let (layer, size) = (digest.clone(), job.desc.size);
+        let blob_task = tokio::task::spawn_blocking(move || -> Result<()> {
+            let mut reader = ChunkReader::new(blob_rx);
+            let mut w = writer;
+            let mut done = offset;
+            while let Some(chunk) = reader.next_chunk().map_err(Error::io("downloading"))? {
+                w.write_all(&chunk)
+                    .map_err(Error::io(format!("writing blob {layer}")))?;
+                done += chunk.len() as u64;
+                if let Some(p) = &progress {
+                    p(Progress::LayerBytes {
+                        layer: layer.clone(),
+                        done,
+                        total: size,
+                    });
+                }
             }
-            Ok(ex)
+            w.commit()?;
+            Ok(())
+        });
+        let store = Arc::clone(&self.store);
+        let (ns, job2, lease2) = (self.namespace.clone(), job.clone(), lease.to_owned());
+        let unpack_task = unpack_rx.map(|rx| {
+            tokio::task::spawn_blocking(move || -> Result<Extraction> {
+                let mut ex = Extraction::begin(&store, &ns, &lease2, &job2.chain_id)?;
+                let mut reader = ChunkReader::new(rx);
+                ex.apply(&job2, &mut reader)?;
+                Ok(ex)
+            })
         });
         let mut fetch_err = None;
         while let Some(chunk) = stream.next().await {
             match chunk {
                 Ok(b) => {
-                    if tx.send(Ok(b)).await.is_err() {
-                        break; // the consumer failed; its error is the one to report
+                    if let Some(tx) = &unpack_tx {
+                        // A failed unpack stops the download; its error is reported below.
+                        if tx.send(Ok(b.clone())).await.is_err() {
+                            break;
+                        }
+                    }
+                    if blob_tx.send(Ok(b)).await.is_err() {
+                        break;
                     }
                 }
                 Err(e) => {
-                    let _ = tx
-                        .send(Err(io::Error::other(format!("download interrupted: {e}"))))
-                        .await;
+                    let msg = format!("download interrupted: {e}");
+                    if let Some(tx) = &unpack_tx {
+                        let _ = tx.send(Err(io::Error::other(msg.clone()))).await;
+                    }
+                    let _ = blob_tx.send(Err(io::Error::other(msg))).await;
                     fetch_err = Some(e);
                     break;
                 }
             }
         }
-        drop(tx);
-        let res = consumer
-            .await
-            .map_err(|e| Error::Internal(format!("layer task: {e}")))?;
-        match (res, fetch_err) {
-            (Err(_), Some(e)) => Err(e.into()),
-            (r, _) => r,
+        drop((blob_tx, unpack_tx));
+        let joined = |e: tokio::task::JoinError| Error::Internal(format!("layer task: {e}"));
+        let blob = blob_task.await.map_err(joined)?;
+        let unpacked = match unpack_task {
+            Some(t) => Some(t.await.map_err(joined)?),
+            None => None,
+        };
+        // The most telling error first: the network, then the blob's digest, then the unpack.
+        if let Some(e) = fetch_err {
+            return Err(e.into());
+        }
+        blob?;
+        match unpacked {
+            Some(ex) => Ok(Some(ex?)),
+            None if stream_unpack => {
+                // A resumed download: unpack from the committed blob.
+                let store = Arc::clone(&self.store);
+                let (ns, job, lease) = (self.namespace.clone(), job.clone(), lease.to_owned());
+                tokio::task::spawn_blocking(move || {
+                    let mut ex = Extraction::begin(&store, &ns, &lease, &job.chain_id)?;
+                    let file = store.content.open(&job.desc.digest)?;
+                    ex.apply(&job, io::BufReader::with_capacity(1 << 20, file))?;
+                    Ok(Some(ex))
+                })
+                .await
+                .map_err(joined)?
+            }
+            None => Ok(None),
         }
     }
 }
@@ -374,43 +425,83 @@ fn layer_jobs(manifest: &format::Manifest, config: &ImageConfig) -> Result<Vec<L
     crate::archive::jobs_for(manifest, config)
 }
 
-/// Reads the downloaded chunks in order, writing each into the content store's ingest as it
-/// passes (hashing on the fly) and reporting progress.
-struct Tee {
+/// Reads downloaded chunks from a channel, in order, on a blocking thread.
+struct ChunkReader {
     rx: mpsc::Receiver<io::Result<Bytes>>,
     cur: Bytes,
-    writer: Option<BlobWriter>,
-    done: u64,
-    size: u64,
-    layer: Digest,
-    progress: Option<crate::ProgressFn>,
 }
 
-impl Read for Tee {
+impl ChunkReader {
+    fn new(rx: mpsc::Receiver<io::Result<Bytes>>) -> ChunkReader {
+        ChunkReader {
+            rx,
+            cur: Bytes::new(),
+        }
+    }
+
+    /// The next whole chunk, or `None` at the end of the stream.
+    fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
+        if !self.cur.is_empty() {
+            return Ok(Some(std::mem::take(&mut self.cur)));
+        }
+        self.rx.blocking_recv().transpose()
+    }
+}
+
+impl Read for ChunkReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.cur.is_empty() {
             match self.rx.blocking_recv() {
                 None => return Ok(0),
-                Some(chunk) => {
-                    let chunk = chunk?;
-                    if let Some(w) = self.writer.as_mut() {
-                        w.write_all(&chunk)?;
-                    }
-                    self.done += chunk.len() as u64;
-                    if let Some(p) = &self.progress {
-                        p(Progress::LayerBytes {
-                            layer: self.layer.clone(),
-                            done: self.done,
-                            total: self.size,
-                        });
-                    }
-                    self.cur = chunk;
-                }
+                Some(chunk) => self.cur = chunk?,
             }
         }
         let n = buf.len().min(self.cur.len());
         buf[..n].copy_from_slice(&self.cur[..n]);
         let _ = self.cur.split_to(n);
         Ok(n)
+    }
+}
+
+/// Starts writeback early while layers unpack: without it the kernel lets a gigabyte of dirty
+/// pages pile up (the background threshold is a share of RAM) and each layer's final `syncfs`
+/// then waits for all of it at once. A thread calls `syncfs` on the store every quarter second
+/// until dropped, so the disk writes while the CPU inflates; the per-layer `syncfs` that makes
+/// a layer durable finds little left to do.
+struct Flusher {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Flusher {
+    fn start(root: std::path::PathBuf) -> Flusher {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("berth-flush".into())
+            .spawn(move || {
+                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::park_timeout(Duration::from_millis(250));
+                    if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    if let Err(e) = berth_unpack::syncfs(&root) {
+                        tracing::debug!("background syncfs: {e}");
+                        break;
+                    }
+                }
+            })
+            .ok();
+        Flusher { stop, thread }
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
     }
 }

@@ -30,6 +30,8 @@ pub(crate) struct Extraction {
     ns: String,
     pub key: String,
     pub dir: PathBuf,
+    /// Bytes of the layer's tar stream, once applied.
+    pub size: u64,
     done: bool,
 }
 
@@ -52,12 +54,13 @@ impl Extraction {
             ns: ns.to_owned(),
             key,
             dir,
+            size: 0,
             done: false,
         })
     }
 
     /// Apply a layer stream into this snapshot and check its diff ID.
-    pub fn apply(&self, job: &LayerJob, reader: impl Read + Send) -> Result<u64> {
+    pub fn apply(&mut self, job: &LayerJob, reader: impl Read + Send) -> Result<u64> {
         let compression = Compression::from_media_type(&job.desc.media_type)?;
         let opts = Options {
             whiteouts: Whiteouts::Overlay,
@@ -71,7 +74,10 @@ impl Extraction {
                 actual: stats.diff_id,
             });
         }
+        tracing::debug!(layer = %job.desc.digest, bytes = stats.tar_bytes, "layer applied");
         berth_unpack::syncfs(&self.dir)?;
+        tracing::debug!(layer = %job.desc.digest, "layer synced");
+        self.size = stats.tar_bytes;
         Ok(stats.tar_bytes)
     }
 
@@ -135,7 +141,7 @@ pub(crate) fn unpack_from_content(
                         if have_snapshot(store, ns, &job.chain_id)? {
                             return Ok(None);
                         }
-                        let ex = Extraction::begin(store, ns, lease, &job.chain_id)?;
+                        let mut ex = Extraction::begin(store, ns, lease, &job.chain_id)?;
                         let file = store.content.open(&job.desc.digest)?;
                         ex.apply(job, std::io::BufReader::with_capacity(1 << 20, file))?;
                         Ok(Some(ex))

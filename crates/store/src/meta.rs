@@ -602,6 +602,11 @@ impl MetaDb {
 
     /// Add a resource to a lease (idempotent).
     pub fn lease_add(&self, ns: &str, id: &str, r: LeaseResource) -> Result<(), Error> {
+        self.lease_add_all(ns, id, std::slice::from_ref(&r))
+    }
+
+    /// Add several resources to a lease in one transaction.
+    pub fn lease_add_all(&self, ns: &str, id: &str, rs: &[LeaseResource]) -> Result<(), Error> {
         check_ns(ns)?;
         self.write("add to lease", |tx| {
             let mut t = tx.open_table(LEASES).map_err(self.e("open leases"))?;
@@ -609,8 +614,10 @@ impl MetaDb {
             let mut lease: Lease = self.get_json(&t, &key)?.ok_or_else(|| Error::NotFound {
                 what: format!("lease {ns}/{id}"),
             })?;
-            if !lease.resources.contains(&r) {
-                lease.resources.push(r);
+            for r in rs {
+                if !lease.resources.contains(r) {
+                    lease.resources.push(r.clone());
+                }
             }
             self.put_json(&mut t, &key, &lease)
         })

@@ -27,8 +27,8 @@ use crate::{Compression, Error, Options, Stats, Whiteouts};
 
 /// Size of one buffer of uncompressed stream handed from the decompressor to the parser.
 const CHUNK: usize = 256 << 10;
-/// Buffers in flight between the two threads (bounds that memory to 1 MiB).
-const POOL: usize = 4;
+/// Buffers in flight between the three threads (bounds that memory to 1.5 MiB).
+const POOL: usize = 6;
 /// Largest single write of file data (the parser's read buffer).
 const WRITE_BUF: usize = 512 << 10;
 /// Runs of zeros at least this long are left as holes.
@@ -69,7 +69,9 @@ struct Meta {
 enum Chunk {
     /// A buffer and how many of its bytes are valid.
     Data(Vec<u8>, usize),
-    /// The end of the stream: its SHA-256 and length.
+    /// The end of the stream and its length (decompressor to hasher).
+    Eof(u64),
+    /// The end of the stream: its SHA-256 and length (hasher to parser).
     End(Digest, u64),
     Err(io::Error),
 }
@@ -98,16 +100,22 @@ pub(crate) fn apply<R: Read + Send>(
     let decoder = Decoder::new(reader, compression)?;
     let limit = Limit::new(opts.max_bytes);
     let pump_limit = limit.clone();
-    let (tx, rx) = mpsc::sync_channel::<Chunk>(POOL);
+    let (tx, hash_rx) = mpsc::sync_channel::<Chunk>(POOL);
+    let (hash_tx, rx) = mpsc::sync_channel::<Chunk>(POOL);
     let (ret_tx, ret_rx) = mpsc::channel::<Vec<u8>>();
     std::thread::scope(|s| {
+        let spawn_err = |source| Error::Read {
+            what: "starting the decompressor threads",
+            source,
+        };
         std::thread::Builder::new()
             .name("berth-inflate".into())
             .spawn_scoped(s, move || pump(decoder, &pump_limit, &tx, &ret_rx))
-            .map_err(|source| Error::Read {
-                what: "starting the decompressor thread",
-                source,
-            })?;
+            .map_err(spawn_err)?;
+        std::thread::Builder::new()
+            .name("berth-hash".into())
+            .spawn_scoped(s, move || hash(&hash_rx, &hash_tx))
+            .map_err(spawn_err)?;
         let input = ChannelReader {
             rx,
             ret: ret_tx,
@@ -116,20 +124,19 @@ pub(crate) fn apply<R: Read + Send>(
             len: 0,
             end: None,
         };
-        // Returning drops the receiver, which stops the decompressor at its next send.
+        // Returning drops the receiver, which stops the other threads at their next send.
         parse(input, &limit, opts, &mut writer)
     })
 }
 
-/// The decompressor thread: fill buffers with the uncompressed stream until its end, hashing
-/// and counting it, then read the rest of the compressed input.
+/// The decompressor thread: fill buffers with the uncompressed stream until its end, counting
+/// it against the limit, then read the rest of the compressed input.
 fn pump<R: Read>(
     mut decoder: Decoder<R>,
     limit: &Limit,
     tx: &SyncSender<Chunk>,
     pool: &Receiver<Vec<u8>>,
 ) {
-    let mut hasher = Sha256::new();
     let mut total: u64 = 0;
     let mut allocated = 0;
     loop {
@@ -158,7 +165,6 @@ fn pump<R: Read>(
                 }
             }
         }
-        hasher.update(&buf[..n]);
         total += n as u64;
         if !limit.charge(n as u64) {
             let _ = tx.send(Chunk::Err(io::Error::other("layer size limit exceeded")));
@@ -169,9 +175,31 @@ fn pump<R: Read>(
         }
         if eof {
             let _ = tx.send(match decoder.drain() {
-                Ok(()) => Chunk::End(digest_of(hasher), total),
+                Ok(()) => Chunk::Eof(total),
                 Err(e) => Chunk::Err(e),
             });
+            return;
+        }
+    }
+}
+
+/// The hashing thread, between the decompressor and the parser: the diff ID costs as much CPU
+/// as a third of the inflate, so it runs beside both instead of on either's critical path.
+fn hash(rx: &Receiver<Chunk>, tx: &SyncSender<Chunk>) {
+    let mut hasher = Sha256::new();
+    while let Ok(chunk) = rx.recv() {
+        let out = match chunk {
+            Chunk::Data(buf, n) => {
+                hasher.update(&buf[..n]);
+                Chunk::Data(buf, n)
+            }
+            Chunk::Eof(total) => {
+                let _ = tx.send(Chunk::End(digest_of(hasher), total));
+                return;
+            }
+            other => other,
+        };
+        if tx.send(out).is_err() {
             return;
         }
     }
@@ -208,6 +236,11 @@ impl Read for ChannelReader {
                     return Ok(0);
                 }
                 Ok(Chunk::Err(e)) => return Err(e),
+                Ok(Chunk::Eof(_)) => {
+                    return Err(io::Error::other(
+                        "the stream ended without its digest (internal error)",
+                    ));
+                }
                 Err(_) if self.end.is_some() => return Ok(0),
                 Err(_) => {
                     return Err(io::Error::other(
