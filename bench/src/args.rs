@@ -7,6 +7,7 @@ pub const WARMUP_ROUNDS: usize = 3;
 
 pub const USAGE: &str = "\
 usage: berth-bench [runtime] [OPTIONS]
+       berth-bench pull [OPTIONS]      (see `berth-bench pull --help`)
 
 Times berth-runtime, runc, crun and a bare unshare+chroot floor starting /bin/true from one
 prepared busybox bundle, interleaved round-robin, then measures the peak resident set of
@@ -14,6 +15,7 @@ prepared busybox bundle, interleaved round-robin, then measures the peak residen
 
 modes:
   runtime              (default) the comparison above
+  pull                 cold pull + unpack of a large image: berth, containerd, podman, tar
 
 options:
       --runs N         timed rounds (default 30; 20 or more for meaningful p10/p90)
@@ -37,15 +39,21 @@ pub struct Args {
     pub crun: PathBuf,
 }
 
-/// The outcome of parsing: run, or print the usage and stop.
+/// The outcome of parsing: run a mode, or print a usage text and stop.
 #[derive(Debug)]
 pub enum Parsed {
     Run(Args),
-    Help,
+    Pull(crate::pull_args::PullArgs),
+    Help(&'static str),
 }
 
 /// The default `berth-runtime`: the release build of this workspace.
 fn default_berth() -> PathBuf {
+    release_bin("berth-runtime")
+}
+
+/// `NAME` in the release build of this workspace (under `$CARGO_TARGET_DIR` when set).
+pub fn release_bin(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
         || {
             PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -54,10 +62,10 @@ fn default_berth() -> PathBuf {
         },
         PathBuf::from,
     );
-    target.join("x86_64-unknown-linux-gnu/release/berth-runtime")
+    target.join("x86_64-unknown-linux-gnu/release").join(name)
 }
 
-fn count(p: &mut lexopt::Parser, flag: &str) -> Result<usize, String> {
+pub fn count(p: &mut lexopt::Parser, flag: &str) -> Result<usize, String> {
     let v = p.value().map_err(|e| e.to_string())?;
     let s = v.to_string_lossy();
     match s.parse::<usize>() {
@@ -66,13 +74,17 @@ fn count(p: &mut lexopt::Parser, flag: &str) -> Result<usize, String> {
     }
 }
 
-fn path(p: &mut lexopt::Parser) -> Result<PathBuf, String> {
+pub fn path(p: &mut lexopt::Parser) -> Result<PathBuf, String> {
     p.value().map(PathBuf::from).map_err(|e| e.to_string())
 }
 
-/// Parse `std::env::args_os()`.
+/// Parse `std::env::args_os()`: `pull` as the first argument selects the pull benchmark,
+/// anything else the runtime one.
 pub fn parse() -> Result<Parsed, String> {
     use lexopt::prelude::*;
+    if std::env::args_os().nth(1).is_some_and(|m| m == "pull") {
+        return crate::pull_args::parse(lexopt::Parser::from_iter(std::env::args_os().skip(1)));
+    }
     let mut a = Args {
         runs: 30,
         rss_runs: 10,
@@ -91,11 +103,11 @@ pub fn parse() -> Result<Parsed, String> {
             Long("busybox") => a.busybox = path(&mut p)?,
             Long("runc") => a.runc = path(&mut p)?,
             Long("crun") => a.crun = path(&mut p)?,
-            Short('h') | Long("help") => return Ok(Parsed::Help),
+            Short('h') | Long("help") => return Ok(Parsed::Help(USAGE)),
             Value(v) if !mode_seen && v == "runtime" => mode_seen = true,
             Value(v) => {
                 return Err(format!(
-                    "unknown mode {:?}: the only mode is `runtime`",
+                    "unknown mode {:?}: the modes are `runtime` and `pull` (which must come first)",
                     v.to_string_lossy()
                 ));
             }

@@ -1,10 +1,14 @@
 //! `berth-bench`: starts `/bin/true` from one prepared bundle with berth-runtime, runc, crun
 //! and a bare `unshare`+`chroot` floor, interleaved round-robin in one run, and prints medians,
 //! percentiles and ratios; then the peak resident set of `create`; then one `RESULT {json}`
-//! line for machines. See README.md beside this crate.
+//! line for machines. `berth-bench pull` compares cold image pulls instead (`pull.rs`). See
+//! README.md beside this crate.
 
 mod args;
 mod bundle;
+mod pull;
+mod pull_args;
+mod pull_support;
 mod rss;
 mod runtime;
 mod stats;
@@ -16,24 +20,41 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use args::{Parsed, USAGE};
 
+/// Which benchmark the command line asked for.
+enum Mode {
+    Runtime(args::Args),
+    Pull(pull_args::PullArgs),
+}
+
 /// Errors are messages for the operator: what failed, on what, and what to do.
 type Result<T> = std::result::Result<T, String>;
 
 fn main() {
-    let args = match args::parse() {
-        Ok(Parsed::Run(a)) => a,
-        Ok(Parsed::Help) => {
-            print!("{USAGE}");
+    let mode = match args::parse() {
+        Ok(Parsed::Run(a)) => Mode::Runtime(a),
+        Ok(Parsed::Pull(a)) => Mode::Pull(a),
+        Ok(Parsed::Help(text)) => {
+            print!("{text}");
             return;
         }
         Err(e) => {
-            eprintln!("berth-bench: {e}\n\n{USAGE}");
+            let usage = if std::env::args_os().nth(1).is_some_and(|m| m == "pull") {
+                pull_args::USAGE
+            } else {
+                USAGE
+            };
+            eprintln!("berth-bench: {e}\n\n{usage}");
             std::process::exit(2);
         }
     };
     catch_interrupts();
-    // Every guard (containers, state roots, the bundle) is dropped inside `run`, before exit.
-    if let Err(e) = runtime::run(&args) {
+    // Every guard (containers, daemons, state roots, the bundle, scratch directories) is
+    // dropped inside `run`, before exit.
+    let result = match &mode {
+        Mode::Runtime(a) => runtime::run(a),
+        Mode::Pull(a) => pull::run(a),
+    };
+    if let Err(e) = result {
         eprintln!("berth-bench: error: {e}");
         std::process::exit(1);
     }
