@@ -52,6 +52,10 @@ struct Cli {
         value_delimiter = ','
     )]
     registry_mirrors: Vec<String>,
+    /// Snapshotter for a new store: `overlayfs` (default where the kernel supports it) or
+    /// `native` (copies; works on any filesystem). An existing store keeps its own.
+    #[arg(long, global = true, env = "BERTH_SNAPSHOTTER", value_parser = ["overlayfs", "native"])]
+    snapshotter: Option<String>,
     /// Log debug details to stderr.
     #[arg(long, short = 'D', global = true)]
     debug: bool,
@@ -303,10 +307,16 @@ fn service(cli: &Cli) -> Result<ImageService, Failure> {
             cli.root.display()
         ))
     })?;
+    let kind = match cli.snapshotter.as_deref() {
+        Some("overlayfs") => berth_store::SnapshotterKind::Overlay,
+        Some("native") => berth_store::SnapshotterKind::Native,
+        _ => berth_store::SnapshotterKind::Auto,
+    };
     Ok(ImageService::open(
         &cli.root,
         &cli.namespace,
         registry_config(cli)?,
+        kind,
     )?)
 }
 

@@ -323,3 +323,213 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn docker_schema2_zstd_and_native_snapshots_pull_by_tag_and_digest() {
+    berth_testutil::require_root();
+    let reg = Registry::start(Auth::None);
+    let layers = busybox_layers();
+    let gzip = tempfile::tempdir().unwrap();
+    write_layout(gzip.path(), "v1", &layers, ("linux", "amd64"));
+    let zstd = tempfile::tempdir().unwrap();
+    write_layout(
+        zstd.path(),
+        "v1",
+        &common::zstd_layers(&layers),
+        ("linux", "amd64"),
+    );
+    // skopeo converts the first to Docker schema 2. The zstd layout goes in through berth itself
+    // (load of the layout as a tar, then push): skopeo 1.9 recompresses zstd layers to gzip.
+    let out = Command::new("skopeo")
+        .args([
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            "--format",
+            "v2s2",
+        ])
+        .arg(format!("oci:{}:v1", gzip.path().display()))
+        .arg(format!("docker://{}/e2e/docker:v1", reg.addr()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pusher = Berth::new();
+    let tar = pusher.dir.path().join("zstd-layout.tar");
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(zstd.path())
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let zstd_name = format!("{}/e2e/zstd:v1", reg.addr());
+    let loaded = pusher.ok(&["load", "-i", tar.to_str().unwrap()]);
+    let id = loaded.trim().rsplit(' ').next().unwrap().to_owned();
+    pusher.ok(&["tag", &id, &zstd_name]);
+    pusher.ok(&["push", &zstd_name]);
+    for snapshotter in ["overlayfs", "native"] {
+        let b = Berth::new();
+        for repo in ["e2e/docker", "e2e/zstd"] {
+            let name = format!("{}/{repo}:v1", reg.addr());
+            b.ok(&["--snapshotter", snapshotter, "pull", "-q", &name]);
+            let v: serde_json::Value =
+                serde_json::from_str(&b.ok(&["image", "inspect", &name])).unwrap();
+            let mt = v[0]["Layers"][0]["mediaType"].as_str().unwrap().to_owned();
+            if repo == "e2e/docker" {
+                assert_eq!(mt, "application/vnd.docker.image.rootfs.diff.tar.gzip");
+            } else {
+                assert!(mt.ends_with("+zstd"), "{mt}");
+            }
+            with_image_root(&b.root(), &chain_top(&b, &name), |root| {
+                assert_eq!(
+                    std::fs::read_to_string(root.join("etc/berth-layer2")).unwrap(),
+                    "hello from layer 2\n"
+                );
+                assert!(
+                    !root.join("etc/group").exists(),
+                    "whiteout applied ({snapshotter})"
+                );
+                assert!(root.join("bin/busybox").exists());
+            });
+            // The same image by digest.
+            let digest = v[0]["Descriptor"]["digest"].as_str().unwrap().to_owned();
+            let by_digest = format!("{}/{repo}@{digest}", reg.addr());
+            b.ok(&["pull", "-q", &by_digest]);
+            assert!(b.ok(&["images", "--digests"]).contains(&digest));
+        }
+        b.assert_clean();
+    }
+}
+
+#[test]
+fn docker_archives_from_skopeo_load_and_platforms_are_selectable() {
+    berth_testutil::require_root();
+    let layout = tempfile::tempdir().unwrap();
+    write_layout(layout.path(), "v1", &busybox_layers(), ("linux", "amd64"));
+    let b = Berth::new();
+    let archive = b.dir.path().join("docker-save.tar");
+    let out = Command::new("skopeo")
+        .args(["copy", "--quiet"])
+        .arg(format!("oci:{}:v1", layout.path().display()))
+        .arg(format!(
+            "docker-archive:{}:example/app:v1",
+            archive.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let loaded = b.ok(&["load", "-i", archive.to_str().unwrap()]);
+    assert!(loaded.contains("Loaded image: example/app:v1"), "{loaded}");
+    with_image_root(&b.root(), &chain_top(&b, "example/app:v1"), |root| {
+        assert!(root.join("etc/berth-layer2").exists());
+        assert!(!root.join("etc/group").exists());
+    });
+    // A save of that loads back into a fresh store from stdin.
+    let saved = b.dir.path().join("resaved.tar");
+    b.ok(&["save", "-o", saved.to_str().unwrap(), "example/app:v1"]);
+    let b2 = Berth::new();
+    b2.ok_stdin(&["load"], &std::fs::read(&saved).unwrap());
+    assert_eq!(b.ok(&["images", "-q"]), b2.ok(&["images", "-q"]));
+
+    // An arm64-only index: refused for this host, pulled with --platform.
+    let reg = Registry::start(Auth::None);
+    push_busybox_platform(&reg, "e2e/arm64", ("linux", "arm64"));
+    let name = format!("{}/e2e/arm64:v1", reg.addr());
+    let err = b.fails(&["pull", &name]);
+    assert!(
+        err.contains("linux/arm64"),
+        "names what the index offers: {err}"
+    );
+    b.ok(&["pull", "-q", "--platform", "linux/arm64", &name]);
+    let v: serde_json::Value = serde_json::from_str(&b.ok(&["image", "inspect", &name])).unwrap();
+    assert_eq!(v[0]["Architecture"], "arm64");
+    b.assert_clean();
+}
+
+#[test]
+fn malicious_layers_are_refused_and_nothing_escapes() {
+    berth_testutil::require_root();
+    let reg = Registry::start(Auth::None);
+    let outside = tempfile::tempdir().unwrap();
+    // A symlink to a host directory, then a file "through" it: the link is resolved inside the
+    // layer (where that directory does not exist), so the entry is refused; never written on
+    // the host.
+    let contained = {
+        // Point the link at the real outside directory.
+        let target = outside.path().to_str().unwrap().to_owned();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_mode(0o777);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        b.append_link(&mut h, "evil", &target).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        b.append_data(&mut h, "evil/pwned", &b"x"[..]).unwrap();
+        gzip_tar(b.into_inner().unwrap())
+    };
+    // A raw `../` name (the tar crate's builder refuses to write one; write the header by hand).
+    let escaping = {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        let name = b"../../../../../../tmp/berth-escape-test";
+        h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name);
+        h.set_cksum();
+        b.append(&h, &b"x"[..]).unwrap();
+        gzip_tar(b.into_inner().unwrap())
+    };
+    for (repo, layer) in [("e2e/contained", contained), ("e2e/escaping", escaping)] {
+        let layout = tempfile::tempdir().unwrap();
+        write_layout(layout.path(), "v1", &[layer], ("linux", "amd64"));
+        skopeo_push(layout.path(), "v1", &reg.addr(), repo, None);
+    }
+    let b = Berth::new();
+    let err = b.fails(&["pull", "-q", &format!("{}/e2e/contained:v1", reg.addr())]);
+    assert!(err.contains("evil/pwned"), "names the entry: {err}");
+    assert!(
+        !outside.path().join("pwned").exists(),
+        "a file escaped through a symlink"
+    );
+    let err = b.fails(&["pull", "-q", &format!("{}/e2e/escaping:v1", reg.addr())]);
+    assert!(err.contains(".."), "names the bad path: {err}");
+    assert!(!std::path::Path::new("/tmp/berth-escape-test").exists());
+    assert!(
+        b.ok(&["images", "-q"]).trim().is_empty(),
+        "nothing recorded"
+    );
+    // No extraction snapshot is left behind either.
+    let store = berth_store::Store::open(&b.root()).unwrap();
+    assert!(store.snapshots.list("default").unwrap().is_empty());
+    drop(store);
+    b.assert_clean();
+}
+
+fn gzip_tar(tar: Vec<u8>) -> (Vec<u8>, String) {
+    use std::io::Write;
+    let diff = common::sha256_hex(&tar);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).unwrap();
+    (gz.finish().unwrap(), diff)
+}

@@ -75,8 +75,15 @@ pub struct ImageService {
 
 impl ImageService {
     /// Open the store at `root` for `namespace` with a registry client configured by `config`.
-    pub fn open(root: &Path, namespace: &str, config: berth_registry::Config) -> Result<Self> {
-        let store = Arc::new(Store::open(root)?);
+    /// `snapshotter` chooses overlayfs or copying snapshots for a new store; an existing store
+    /// keeps the kind it was created with (`Auto`), and asking for the other one is an error.
+    pub fn open(
+        root: &Path,
+        namespace: &str,
+        config: berth_registry::Config,
+        snapshotter: berth_store::SnapshotterKind,
+    ) -> Result<Self> {
+        let store = Arc::new(Store::open_with(root, snapshotter)?);
         Ok(ImageService {
             store,
             client: berth_registry::Client::new(config)?,

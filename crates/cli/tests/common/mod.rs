@@ -178,7 +178,12 @@ pub fn write_layout(
     let mut diff_ids = vec![];
     for (gz, diff) in layers {
         let d = put(gz);
-        layer_descs.push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": gz.len()}));
+        let media_type = if gz.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+        } else {
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        };
+        layer_descs.push(json!({"mediaType": media_type, "digest": d, "size": gz.len()}));
         diff_ids.push(format!("sha256:{diff}"));
     }
     let config = serde_json::to_vec(&json!({
@@ -210,6 +215,19 @@ pub fn write_layout(
     )
     .unwrap();
     md
+}
+
+/// The same layers recompressed with zstd.
+pub fn zstd_layers(layers: &[(Vec<u8>, String)]) -> Vec<(Vec<u8>, String)> {
+    layers
+        .iter()
+        .map(|(gz, diff)| {
+            let mut tar = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(gz.as_slice()), &mut tar)
+                .unwrap();
+            (zstd::encode_all(tar.as_slice(), 3).unwrap(), diff.clone())
+        })
+        .collect()
 }
 
 /// The two-layer busybox test image: layer 1 is a busybox rootfs, layer 2 adds
