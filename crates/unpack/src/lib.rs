@@ -1,10 +1,11 @@
 //! Streaming, safe-by-construction application of OCI image layers.
 //!
 //! [`apply_layer`] reads a (gzip-, zstd- or un-compressed) layer tarball once, front to back:
-//! a helper thread inflates it and hashes the uncompressed stream (the layer's `diff_id`); the
-//! caller's thread parses the tar headers and creates the entries on disk. The two are joined
-//! by a bounded channel of four recycled 256 KiB buffers, so memory stays small (about 4 MiB
-//! resident in all) whatever the layer's size, and each small file costs one `openat`, one
+//! a helper thread inflates it, a second hashes the uncompressed stream (the layer's `diff_id`)
+//! so that inflating, the critical path of a large layer, runs alone; the caller's thread
+//! parses the tar headers and creates the entries on disk. They are joined by bounded channels
+//! of six recycled 256 KiB buffers, so memory stays small (a few MiB resident in all) whatever
+//! the layer's size, and each small file costs one `openat`, one
 //! `pwrite`, one `futimens` and one `close`; the parent directory's fd is cached from one entry
 //! to the next. Nothing is fsynced: the caller calls [`syncfs`] once per layer.
 //!
