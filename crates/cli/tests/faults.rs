@@ -83,6 +83,40 @@ fn kill_9_during_a_pull_leaves_a_store_the_next_pull_completes() {
 }
 
 #[test]
+fn two_pulls_of_one_image_at_once_both_succeed() {
+    berth_testutil::require_root();
+    let reg = Registry::start(Auth::None);
+    let data = big_image(&reg, "e2e/twice");
+    // Slow enough that the second pull starts while the first is downloading the big layer.
+    let proxy = Proxy::start(&reg.addr(), 16 << 20, 0, 0);
+    let b = Berth::new();
+    let name = format!("{}/e2e/twice:v1", proxy.addr);
+    let spawn = || {
+        b.cmd(&["pull", "-q", &name])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let first = spawn();
+    std::thread::sleep(Duration::from_millis(300));
+    let second = spawn();
+    let first = first.wait_with_output().unwrap();
+    let second = second.wait_with_output().unwrap();
+    for out in [&first, &second] {
+        assert!(
+            out.status.success(),
+            "a concurrent pull failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    with_image_root(&b.root(), &chain_top(&b, &name), |root| {
+        assert!(std::fs::read(root.join("data/blob")).unwrap() == data);
+    });
+    b.assert_clean();
+}
+
+#[test]
 fn rmi_and_prune_free_the_content() {
     berth_testutil::require_root();
     let reg = Registry::start(Auth::None);

@@ -284,6 +284,39 @@ impl ImageService {
         Ok((downloaded, sizes))
     }
 
+    /// The ingest for a missing blob, or `(true, None)` once the blob is present. While another
+    /// pull (in this or another process) is downloading the same blob, wait for it rather than
+    /// fail: its lock is released when it commits or dies, and a dead pull's partial download
+    /// is then resumed here.
+    async fn claim_blob(&self, job: &LayerJob) -> Result<(bool, Option<berth_store::BlobWriter>)> {
+        let digest = &job.desc.digest;
+        let key = format!("layer-{digest}");
+        loop {
+            if self.store.content.size(digest)?.is_some() {
+                return Ok((true, None));
+            }
+            match self
+                .store
+                .content
+                .writer(&key, Some(digest), Some(job.desc.size))
+            {
+                Ok(w) => {
+                    if self.store.content.size(digest)?.is_some() {
+                        // Committed by the other pull between the two checks.
+                        drop(w);
+                        return Ok((true, None));
+                    }
+                    return Ok((false, Some(w)));
+                }
+                Err(berth_store::Error::IngestBusy { .. }) => {
+                    tracing::debug!(layer = %digest, "another pull is downloading this layer; waiting");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     /// One layer: stream it from the registry into the content store and, when `stream_unpack`,
     /// through the unpacker at the same time. Returns the extraction to commit, if any.
     async fn fetch_layer(
@@ -295,6 +328,11 @@ impl ImageService {
         have_blob: bool,
     ) -> Result<Option<Extraction>> {
         let digest = &job.desc.digest;
+        let (have_blob, writer) = if have_blob {
+            (true, None)
+        } else {
+            self.claim_blob(job).await?
+        };
         if have_blob {
             if !stream_unpack {
                 return Ok(None);
@@ -310,11 +348,7 @@ impl ImageService {
             .await
             .map_err(|e| Error::Internal(format!("unpack task: {e}")))?;
         }
-        let writer = self.store.content.writer(
-            &format!("layer-{digest}"),
-            Some(digest),
-            Some(job.desc.size),
-        )?;
+        let writer = writer.expect("claim_blob returns a writer when the blob is missing");
         let offset = writer.offset();
         let mut stream = self.client.blob(r, digest, offset).await?;
         // Two consumers of the same chunks (`Bytes` clones share one buffer): a thread appending

@@ -89,11 +89,24 @@ impl Extraction {
             return Ok(()); // Drop removes our copy.
         }
         let parent = job.parent.as_ref().map(ToString::to_string);
-        self.store
+        match self
+            .store
             .snapshots
-            .commit_with_parent(&self.ns, &name, &self.key, parent.as_deref())?;
-        self.done = true;
-        Ok(())
+            .commit_with_parent(&self.ns, &name, &self.key, parent.as_deref())
+        {
+            Ok(()) => {
+                self.done = true;
+                Ok(())
+            }
+            // A concurrent pull committed it between our check and our commit: keep theirs.
+            Err(e)
+                if e.is_already_exists()
+                    && self.store.snapshots.stat(&self.ns, &name)?.is_some() =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
@@ -190,7 +203,7 @@ pub(crate) fn apply_native(
         .lease_add(ns, lease, LeaseResource::Snapshot(key.clone()))?;
     let parent = job.parent.as_ref().map(ToString::to_string);
     store.snapshots.prepare(ns, &key, parent.as_deref())?;
-    let run = || -> Result<()> {
+    let run = || -> Result<bool> {
         let dir = store.snapshots.upper_dir(ns, &key)?;
         let compression = Compression::from_media_type(&job.desc.media_type)?;
         let opts = Options {
@@ -212,12 +225,18 @@ pub(crate) fn apply_native(
             });
         }
         berth_unpack::syncfs(&dir)?;
-        store.snapshots.commit(ns, job.chain_id.as_ref(), &key)?;
-        Ok(())
+        match store.snapshots.commit(ns, job.chain_id.as_ref(), &key) {
+            Ok(()) => Ok(true),
+            // A concurrent pull committed the same layer first: keep theirs, drop ours.
+            Err(e) if e.is_already_exists() && have_snapshot(store, ns, &job.chain_id)? => {
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
     };
     let r = run();
-    if r.is_err() {
+    if !matches!(r, Ok(true)) {
         let _ = store.snapshots.remove(ns, &key);
     }
-    r
+    r.map(|_| ())
 }
