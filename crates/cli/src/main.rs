@@ -273,7 +273,8 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(msg)) => {
-            eprintln!("Error: {msg}");
+            // One line, whatever a lower layer's message holds.
+            eprintln!("Error: {}", msg.trim().replace(['\n', '\r'], " "));
             ExitCode::FAILURE
         }
     }

@@ -252,6 +252,13 @@ fn bad_input_gets_one_clear_line() {
     let err = b.fails(&["image", "inspect", "nosuchimage"]);
     assert!(err.contains("nosuchimage"), "{err}");
 
+    let err = b.fails(&["load", "-i", "/etc/passwd"]);
+    assert!(err.contains("not a tar archive"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let err = b.fails(&["import", "/etc/passwd", "local/x:1"]);
+    assert!(err.contains("not a tar archive"), "{err}");
+    assert!(b.ok(&["images", "-q"]).trim().is_empty());
+
     let reg = Registry::start(Auth::None);
     let err = b.fails(&["pull", &format!("{}/e2e/absent:v1", reg.addr())]);
     assert!(err.contains("absent"), "{err}");

@@ -56,8 +56,10 @@ pub enum Error {
         /// The (truncated) error body, usually the distribution spec's error JSON.
         body: String,
     },
-    /// The connection failed (after retries, when the operation retries).
-    #[error("{what}: {source}")]
+    /// The connection failed (after retries, when the operation retries). The message ends
+    /// with the innermost cause (`Connection refused`, a DNS or TLS failure), which reqwest's
+    /// own message leaves out.
+    #[error("{what}: {}", root_cause(source))]
     Network {
         /// The operation and its URL.
         what: String,
@@ -124,4 +126,14 @@ impl Error {
             source,
         }
     }
+}
+
+/// The innermost error of a chain: what actually went wrong (reqwest's outer message only says
+/// "error sending request").
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
 }
