@@ -19,14 +19,6 @@ use crate::format::{self, Descriptor, ImageConfig, Manifest, Parsed, Platform, m
 use crate::unpack::{self, LayerJob};
 use crate::{Error, ImageService, Result};
 
-/// Archive flavours `berth save` can write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ArchiveFormat {
-    /// OCI layout and docker-archive in one tar (the default, like Docker 25+).
-    #[default]
-    Combined,
-}
-
 /// What `load` or `import` recorded.
 #[derive(Debug, Clone)]
 pub struct Loaded {

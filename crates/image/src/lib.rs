@@ -29,7 +29,7 @@ use std::sync::Arc;
 use berth_store::Store;
 use oci_spec::image::Digest;
 
-pub use archive::{ArchiveFormat, Loaded};
+pub use archive::Loaded;
 pub use error::{Error, Result};
 pub use images::{ImageSummary, PruneReport};
 pub use pull::Pulled;

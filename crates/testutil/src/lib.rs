@@ -20,6 +20,28 @@ pub fn require(cond: bool, what: &str) {
     );
 }
 
+/// Assert that the command described by `what` succeeded; returns its stdout.
+pub fn succeeded(what: &str, out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): stdout {:?} stderr {:?}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Assert that the command described by `what` failed; returns its stderr.
+pub fn failed(what: &str, out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "{what} unexpectedly succeeded: stdout {:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// Require root: privileged tests never skip silently.
 pub fn require_root() {
     require(
@@ -261,26 +283,12 @@ impl Runtime {
 
     /// Run and require success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "berth-runtime {args:?} failed ({}): stdout {:?} stderr {:?}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        succeeded(&format!("berth-runtime {args:?}"), &self.run(args))
     }
 
     /// Run and require failure; returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            !out.status.success(),
-            "berth-runtime {args:?} unexpectedly succeeded: stdout {:?}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
+        failed(&format!("berth-runtime {args:?}"), &self.run(args))
     }
 
     /// `state ID` parsed.

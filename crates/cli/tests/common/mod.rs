@@ -53,26 +53,12 @@ impl Berth {
 
     /// Run and require success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "berth {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        berth_testutil::succeeded(&format!("berth {args:?}"), &self.run(args))
     }
 
     /// Run and require failure; returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            !out.status.success(),
-            "berth {args:?} succeeded but should have failed:\nstdout: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
+        berth_testutil::failed(&format!("berth {args:?}"), &self.run(args))
     }
 
     /// Run with `input` on stdin; require success.
@@ -85,13 +71,10 @@ impl Berth {
             .spawn()
             .expect("spawn berth");
         child.stdin.take().unwrap().write_all(input).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "berth {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        berth_testutil::succeeded(
+            &format!("berth {args:?}"),
+            &child.wait_with_output().unwrap(),
+        )
     }
 
     /// `berth system check` reports a clean store.
