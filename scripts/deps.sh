@@ -20,6 +20,7 @@ packages=(
   pigz              # the pull benchmark builds its large image's gzip layers
   debootstrap       # the pull benchmark's Debian minbase layer
   jq                # the pull benchmark's image builder reads JSON with it
+  protobuf-compiler # protoc, for the berth.v1 gRPC code generated at build time
 )
 
 missing=()
