@@ -186,6 +186,20 @@ fn failure_inside_the_init_cleans_up() {
         "exec: \"no-such-program\": executable file not found in $PATH",
     );
 
+    // A program that exists but cannot be executed: also found at create (Docker's exit 126).
+    let b = Bundle::busybox(&["/etc/passwd"]);
+    create_fails(&b, "exec: /etc/passwd: permission denied");
+    // Not a regular file.
+    let b = Bundle::busybox(&["/dev/null"]);
+    create_fails(&b, "exec: /dev/null: permission denied");
+    // Executable, but not by the process's uid: checked with its credentials.
+    let b = Bundle::busybox(&["/only-root"]);
+    let prog = b.rootfs().join("only-root");
+    std::fs::copy(b.rootfs().join("bin/busybox"), &prog).unwrap();
+    std::fs::set_permissions(&prog, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    b.edit(|c| c["process"]["user"] = json!({"uid": 1000, "gid": 1000}));
+    create_fails(&b, "exec: /only-root: permission denied");
+
     // A cwd that does not exist.
     let b = Bundle::busybox(&["true"]);
     b.edit(|c| c["process"]["cwd"] = json!("/no/such/dir"));

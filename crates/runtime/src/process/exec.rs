@@ -70,6 +70,7 @@ pub(super) fn run(_ch: &Channel, cfg: &InitConfig, role: &ExecRole) -> Result<In
         send(fd)?;
     }
     finalize::cwd(process)?;
+    finalize::check_executable(&program)?;
     rustix::process::set_parent_process_death_signal(None)
         .map_err(|e| Error::errno("clear the parent-death signal", e))?;
     finalize::exec(

@@ -82,6 +82,39 @@ pub(super) fn resolve(process: &Process) -> Result<Program> {
     })
 }
 
+/// Fail now, as `execve` would later with EACCES, when the program is not a regular file or
+/// the process may not execute it, so `create` reports it (Docker's exit 126) rather than the
+/// start. Call it with the process's final credentials and working directory in place: the
+/// check is `faccessat(X_OK, AT_EACCESS)`, which asks with exactly those (capabilities
+/// included), like `os/exec.LookPath`. Anything it cannot decide is left to `execve`.
+pub(super) fn check_executable(prog: &Program) -> Result<()> {
+    use rustix::fs::{Access, AtFlags, FileType};
+    use rustix::io::Errno;
+    let denied = || {
+        Error::Child(format!(
+            "exec: {}: permission denied",
+            prog.path.to_string_lossy()
+        ))
+    };
+    let mode = match rustix::fs::stat(prog.path.as_c_str()) {
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => st.st_mode,
+        Ok(_) | Err(Errno::ACCESS) => return Err(denied()),
+        Err(_) => return Ok(()),
+    };
+    match rustix::fs::accessat(
+        rustix::fs::CWD,
+        prog.path.as_c_str(),
+        Access::EXEC_OK,
+        AtFlags::EACCESS,
+    ) {
+        Ok(()) => Ok(()),
+        Err(Errno::ACCESS) => Err(denied()),
+        // Refused by a seccomp filter, say: fall back to the mode bits.
+        Err(_) if mode & 0o111 == 0 => Err(denied()),
+        Err(_) => Ok(()),
+    }
+}
+
 fn find_in_path(name: &str, path_var: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     path_var.split(':').find_map(|dir| {

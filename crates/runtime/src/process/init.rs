@@ -95,6 +95,7 @@ pub(super) fn run(ch: &Channel, cfg: &InitConfig, role: &InitRole) -> Result<Inf
     finalize::limits(process)?;
     let listener = finalize::credentials(process, cfg.seccomp.as_ref(), userns)?;
     finalize::cwd(process)?;
+    finalize::check_executable(&program)?;
     let send_listener = |fd| match &cfg.seccomp_listener {
         Some(path) => {
             finalize::send_listener(path, cfg.seccomp_metadata.as_deref(), &cfg.hook_state, fd)
