@@ -1,0 +1,516 @@
+//! The library side: start a shim, talk to it.
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use rustix::fs::{Mode, OFlags};
+
+use crate::error::{Error, Result};
+use crate::proto::{self, read_frame, write_frame};
+use crate::{ExecHandle, ExecRequest, ExitInfo, ShimConfig, ShimState, Status};
+
+/// Start the shim for `cfg` (fork/exec `shim_bin`, detached from the caller) and wait until it
+/// has created the container (not started) or failed. On failure nothing is left behind and the
+/// error carries the runtime's message.
+///
+/// The shim is not the caller's child (it is double-forked and calls `setsid`), so the caller
+/// never reaps it; if the caller is a child subreaper, the shim becomes its child when the
+/// intermediate process exits and the caller must reap it.
+pub fn spawn(shim_bin: &Path, cfg: &ShimConfig) -> Result<Client> {
+    let json = serde_json::to_vec_pretty(cfg)
+        .map_err(|e| Error::Protocol(format!("serialise the shim config: {e}")))?;
+    let cfg_path = cfg.bundle.join("shim.json");
+    let tmp = cfg.bundle.join(".shim.json.tmp");
+    std::fs::write(&tmp, &json)
+        .and_then(|()| std::fs::rename(&tmp, &cfg_path))
+        .map_err(|e| Error::io(format!("write {}", cfg_path.display()), e))?;
+    let cleanup = || {
+        let _ = std::fs::remove_file(&cfg_path);
+        let _ = std::fs::remove_file(&tmp);
+    };
+    match spawn_shim(shim_bin, cfg) {
+        Ok(client) => Ok(client),
+        Err(e) => {
+            cleanup();
+            Err(e)
+        }
+    }
+}
+
+fn spawn_shim(shim_bin: &Path, cfg: &ShimConfig) -> Result<Client> {
+    let (report_r, report_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| Error::io("create the shim's report pipe", e.into()))?;
+    let mut cmd = Command::new(shim_bin);
+    cmd.arg("shim")
+        .arg("--id")
+        .arg(&cfg.id)
+        .arg("--bundle")
+        .arg(&cfg.bundle)
+        .arg("--runtime-root")
+        .arg(&cfg.runtime_root);
+    if let Some(rt) = &cfg.runtime {
+        cmd.arg("--runtime").arg(rt);
+    }
+    if cfg.tty {
+        cmd.arg("--tty");
+    }
+    if cfg.stdin {
+        cmd.arg("--stdin");
+    }
+    if let Some(log) = &cfg.log {
+        cmd.arg("--log")
+            .arg(&log.path)
+            .arg("--log-max-size")
+            .arg(log.max_size.to_string())
+            .arg("--log-max-file")
+            .arg(log.max_file.to_string());
+    }
+    cmd.arg("--report-fd")
+        .arg("3")
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let w = report_w.as_raw_fd();
+    // SAFETY: `detach` runs in the forked child before exec and only makes async-signal-safe
+    // system calls (fork, _exit, setsid, dup2, fcntl).
+    unsafe {
+        cmd.pre_exec(move || detach(w));
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::io(format!("start the shim {}", shim_bin.display()), e))?;
+    let _ = child.wait();
+    drop(cmd);
+    drop(report_w);
+    // Read until the outcome line (or EOF if the shim died).
+    let mut text = String::new();
+    let mut report = std::fs::File::from(report_r);
+    let mut buf = [0u8; 4096];
+    let read = loop {
+        match report.read(&mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(n) => {
+                text.push_str(&String::from_utf8_lossy(&buf[..n]));
+                let done = text.lines().any(|l| l.starts_with("ok ")) || text.contains("\nerr ");
+                if done && text.ends_with('\n') {
+                    break Ok(());
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+    };
+    let mut shim_pid = None;
+    let mut outcome = None;
+    for line in text.lines() {
+        if let Some(p) = line.strip_prefix("pid ") {
+            shim_pid = p.trim().parse::<i32>().ok();
+        } else if let Some(p) = line.strip_prefix("ok ") {
+            outcome = Some(Ok(p.trim().to_string()));
+        } else if let Some(m) = line.strip_prefix("err ") {
+            outcome = Some(Err(m.to_string()));
+        }
+    }
+    match (outcome, read) {
+        (Some(Ok(_)), _) => connect(&cfg.bundle),
+        (Some(Err(msg)), _) => {
+            // The shim exits right after reporting: make sure it is gone before returning.
+            if let Some(pid) = shim_pid {
+                wait_gone(pid);
+            }
+            Err(Error::Runtime(msg))
+        }
+        (None, Err(e)) => Err(Error::io("read the shim's report", e)),
+        (None, Ok(_)) => {
+            if let Some(pid) = shim_pid {
+                wait_gone(pid);
+            }
+            Err(Error::ShimDied(format!(
+                "container {} was created (see the runtime state under {})",
+                cfg.id,
+                cfg.runtime_root.display()
+            )))
+        }
+    }
+}
+
+/// In the forked child: fork again so the shim is not our child (we never wait for it; the
+/// intermediate process, which we reap right away, is), start a new session, and put the report
+/// pipe at fd 3 (inherited across exec).
+fn detach(w: i32) -> std::io::Result<()> {
+    // SAFETY: fork in the single-threaded child std just forked.
+    match unsafe { libc::fork() } {
+        -1 => return Err(std::io::Error::last_os_error()),
+        0 => {}
+        // SAFETY: _exit ends the intermediate process without running anything else.
+        _ => unsafe { libc::_exit(0) },
+    }
+    // SAFETY: setsid has no memory-safety preconditions.
+    if unsafe { libc::setsid() } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let r = if w == 3 {
+        // SAFETY: clears FD_CLOEXEC on fd 3, which we own in this child.
+        unsafe { libc::fcntl(3, libc::F_SETFD, 0) }
+    } else {
+        // SAFETY: dup2 onto fd 3; whatever was there is a close-on-exec copy of ours.
+        unsafe { libc::dup2(w, 3) }
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Block until process `pid` (not our child) has exited.
+fn wait_gone(pid: i32) {
+    let Some(p) = rustix::process::Pid::from_raw(pid) else {
+        return;
+    };
+    let Ok(fd) = rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()) else {
+        return;
+    };
+    let mut fds = [rustix::event::PollFd::new(
+        &fd,
+        rustix::event::PollFlags::IN,
+    )];
+    while let Err(rustix::io::Errno::INTR) = rustix::event::poll(&mut fds, None) {}
+}
+
+/// Re-attach to the running shim of `bundle` (after a daemon restart).
+pub fn connect(bundle: &Path) -> Result<Client> {
+    let dir = rustix::fs::open(
+        bundle,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io(format!("open the bundle {}", bundle.display()), e.into()))?;
+    let client = Client {
+        bundle: bundle.to_path_buf(),
+        dir,
+    };
+    // Prove someone listens.
+    drop(client.connection()?);
+    Ok(client)
+}
+
+/// A handle on one container's shim. Every call opens its own connection, so a `Client` can be
+/// shared between threads (one thread blocked in [`Client::wait`] does not block the others).
+#[derive(Debug)]
+pub struct Client {
+    bundle: PathBuf,
+    dir: OwnedFd,
+}
+
+fn runtime_or_refused(payload: &[u8]) -> Error {
+    let msg = String::from_utf8_lossy(payload.get(1..).unwrap_or_default()).into_owned();
+    match payload.first() {
+        Some(b'r') => Error::Runtime(msg),
+        _ => Error::Refused(msg),
+    }
+}
+
+impl Client {
+    /// The bundle this shim serves.
+    pub fn bundle(&self) -> &Path {
+        &self.bundle
+    }
+
+    fn socket_path(&self) -> PathBuf {
+        let direct = self.bundle.join(crate::server::SOCKET);
+        if direct.as_os_str().len() < 100 {
+            direct
+        } else {
+            PathBuf::from(format!(
+                "/proc/self/fd/{}/{}",
+                self.dir.as_raw_fd(),
+                crate::server::SOCKET
+            ))
+        }
+    }
+
+    fn connection(&self) -> Result<UnixStream> {
+        let path = self.socket_path();
+        UnixStream::connect(&path).map_err(|source| Error::Connect {
+            path: self.bundle.join(crate::server::SOCKET),
+            source,
+        })
+    }
+
+    /// Send one request; the answer's text and the connection (for streams).
+    fn call(&self, head: &str, body: &[u8]) -> Result<(String, UnixStream)> {
+        let sock = self.connection()?;
+        let mut payload = head.as_bytes().to_vec();
+        if !body.is_empty() {
+            payload.push(b'\n');
+            payload.extend_from_slice(body);
+        }
+        let io = |e| Error::io(format!("talk to the shim of {}", self.bundle.display()), e);
+        write_frame(&sock, proto::REQUEST, &payload).map_err(io)?;
+        match read_frame(&sock).map_err(io)? {
+            Some((proto::OK, p)) => Ok((String::from_utf8_lossy(&p).into_owned(), sock)),
+            Some((proto::ERR, p)) => Err(runtime_or_refused(&p)),
+            Some((k, _)) => Err(Error::Protocol(format!(
+                "unexpected frame {:?} in answer to {head:?}",
+                char::from(k)
+            ))),
+            None => Err(Error::ShimDied(format!("it answered {head:?}"))),
+        }
+    }
+
+    fn simple(&self, head: &str) -> Result<String> {
+        self.call(head, &[]).map(|(t, _)| t)
+    }
+
+    fn exit_from(text: &str) -> Result<ExitInfo> {
+        proto::decode_exit(text).ok_or_else(|| Error::Protocol(format!("bad exit {text:?}")))
+    }
+
+    /// The shim's own pid (from `BUNDLE/shim.pid`).
+    pub fn shim_pid(&self) -> Result<i32> {
+        let path = self.bundle.join(crate::server::PID_FILE);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+        text.trim()
+            .parse()
+            .map_err(|_| Error::Protocol(format!("{} holds {text:?}", path.display())))
+    }
+
+    /// Status, pid and exit of the main process.
+    pub fn state(&self) -> Result<ShimState> {
+        let text = self.simple("state")?;
+        let (first, error) = text.split_once('\n').unwrap_or((&text, ""));
+        let w: Vec<&str> = first.split(' ').collect();
+        let bad = || Error::Protocol(format!("bad state {text:?}"));
+        let status = match w.first().copied() {
+            Some("created") => Status::Created,
+            Some("running") => Status::Running,
+            Some("paused") => Status::Paused,
+            Some("stopped") => Status::Stopped,
+            _ => return Err(bad()),
+        };
+        let pid = w.get(1).and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+        let exit = match w.get(2).copied() {
+            Some("-") => None,
+            Some(e) => Some(Self::exit_from(&e.replace(',', " "))?),
+            None => return Err(bad()),
+        };
+        let log_dropped = w.get(3).and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+        Ok(ShimState {
+            status,
+            pid,
+            exit,
+            log_dropped,
+            log_error: (!error.is_empty()).then(|| error.to_string()),
+        })
+    }
+
+    /// Start the created container.
+    pub fn start(&self) -> Result<()> {
+        self.simple("start").map(drop)
+    }
+
+    /// Signal the main process (`all`: every process of the container).
+    pub fn kill(&self, signal: i32, all: bool) -> Result<()> {
+        self.simple(&format!("kill {signal} {}", u8::from(all)))
+            .map(drop)
+    }
+
+    /// Block until the main process has exited (immediate if it has).
+    pub fn wait(&self) -> Result<ExitInfo> {
+        Self::exit_from(&self.simple("wait")?)
+    }
+
+    /// Freeze the container.
+    pub fn pause(&self) -> Result<()> {
+        self.simple("pause").map(drop)
+    }
+
+    /// Thaw the container.
+    pub fn resume(&self) -> Result<()> {
+        self.simple("resume").map(drop)
+    }
+
+    /// The container's processes (host pids).
+    pub fn pids(&self) -> Result<Vec<i32>> {
+        let text = self.simple("pids")?;
+        text.split_ascii_whitespace()
+            .map(|p| {
+                p.parse()
+                    .map_err(|_| Error::Protocol(format!("bad pid list {text:?}")))
+            })
+            .collect()
+    }
+
+    /// Run a process in the container. Without `detach` the returned handle's stream is
+    /// attached before the process starts, so none of its output is lost.
+    pub fn exec(&self, req: &ExecRequest) -> Result<ExecHandle> {
+        if !proto::valid_exec_id(&req.id) {
+            return Err(Error::Refused(format!(
+                "invalid exec id {:?}: use letters, digits, '_', '-', '.'",
+                req.id
+            )));
+        }
+        // The initial size goes into the process itself so the runtime sets it before the
+        // program runs (a resize after the start would race with it).
+        let mut process = req.process.clone();
+        if let Some((w, h)) = req.size {
+            if process.terminal().unwrap_or(false) && process.console_size().is_none() {
+                let size = oci_spec::runtime::BoxBuilder::default()
+                    .width(u64::from(w))
+                    .height(u64::from(h))
+                    .build()
+                    .map_err(|e| Error::Protocol(format!("console size: {e}")))?;
+                process.set_console_size(Some(size));
+            }
+        }
+        let body = serde_json::to_vec(&process)
+            .map_err(|e| Error::Protocol(format!("serialise the exec's process: {e}")))?;
+        let tty = req.process.terminal().unwrap_or(false);
+        let (w, h) = req.size.unwrap_or((0, 0));
+        let head = format!(
+            "exec {} {} {} {} {w} {h}",
+            req.id,
+            u8::from(tty),
+            u8::from(req.stdin),
+            u8::from(req.detach)
+        );
+        let (text, sock) = self.call(&head, &body)?;
+        let pid = text
+            .trim()
+            .parse()
+            .map_err(|_| Error::Protocol(format!("bad exec answer {text:?}")))?;
+        Ok(ExecHandle {
+            id: req.id.clone(),
+            pid,
+            stream: (!req.detach).then_some(Stream { sock }),
+        })
+    }
+
+    /// Block until exec `exec_id` has exited.
+    pub fn wait_exec(&self, exec_id: &str) -> Result<ExitInfo> {
+        Self::exit_from(&self.simple(&format!("wait-exec {exec_id}"))?)
+    }
+
+    /// Attach to the stdio of the main process (`target: None`) or of an exec. Output produced
+    /// while nobody was attached is not replayed. If the process has exited, the stream
+    /// delivers only its [`Frame::Exit`].
+    pub fn attach(&self, target: Option<&str>, stdin: bool) -> Result<Stream> {
+        let head = format!("attach {} {}", target.unwrap_or("-"), u8::from(stdin));
+        let (_, sock) = self.call(&head, &[])?;
+        Ok(Stream { sock })
+    }
+
+    /// Resize the terminal of the main process (`None`) or of an exec.
+    pub fn resize(&self, exec_id: Option<&str>, width: u16, height: u16) -> Result<()> {
+        self.simple(&format!(
+            "resize {} {width} {height}",
+            exec_id.unwrap_or("-")
+        ))
+        .map(drop)
+    }
+
+    /// Delete the container in the runtime (force: kills it if it runs) and let the shim exit.
+    /// Returns how the main process ended. `BUNDLE/exit.json` stays for the caller to remove.
+    pub fn delete(&self) -> Result<ExitInfo> {
+        let shim = self.shim_pid().ok();
+        let text = self.simple("delete")?;
+        let exit = Self::exit_from(&text)?;
+        // The shim exits right after answering; return once it has.
+        if let Some(pid) = shim {
+            wait_gone(pid);
+        }
+        Ok(exit)
+    }
+}
+
+/// What an attached stream delivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// Output on stdout (with a terminal, all output).
+    Stdout(Vec<u8>),
+    /// Output on stderr.
+    Stderr(Vec<u8>),
+    /// The process exited; nothing follows.
+    Exit(ExitInfo),
+}
+
+/// An attached stdio stream: frames both ways (stdin, close-stdin and resize in; stdout, stderr
+/// and exit out). Use [`Stream::try_clone`] to write from one thread while another reads.
+#[derive(Debug)]
+pub struct Stream {
+    sock: UnixStream,
+}
+
+impl Stream {
+    /// Another handle on the same stream.
+    pub fn try_clone(&self) -> Result<Stream> {
+        let sock = self
+            .sock
+            .try_clone()
+            .map_err(|e| Error::io("duplicate the attach socket", e))?;
+        Ok(Stream { sock })
+    }
+
+    /// Two handles: one to read with, one to write with.
+    pub fn into_split(self) -> Result<(Stream, Stream)> {
+        let other = self.try_clone()?;
+        Ok((self, other))
+    }
+
+    /// The next frame; `None` when the shim closed the stream (after [`Frame::Exit`], or if
+    /// the shim went away).
+    pub fn recv(&self) -> Result<Option<Frame>> {
+        let frame = read_frame(&self.sock).map_err(|e| Error::io("read the attach stream", e))?;
+        Ok(match frame {
+            None => None,
+            Some((proto::STDOUT, p)) => Some(Frame::Stdout(p)),
+            Some((proto::STDERR, p)) => Some(Frame::Stderr(p)),
+            Some((proto::EXIT, p)) => Some(Frame::Exit(Client::exit_from(
+                &String::from_utf8_lossy(&p),
+            )?)),
+            Some((k, _)) => {
+                return Err(Error::Protocol(format!(
+                    "unexpected frame {:?} on an attach stream",
+                    char::from(k)
+                )));
+            }
+        })
+    }
+
+    fn send(&self, kind: u8, payload: &[u8]) -> Result<()> {
+        write_frame(&self.sock, kind, payload).map_err(|e| Error::io("write the attach stream", e))
+    }
+
+    /// Send bytes to the process's stdin (ignored unless attached with `stdin`).
+    pub fn send_stdin(&self, data: &[u8]) -> Result<()> {
+        for chunk in data.chunks(64 * 1024) {
+            self.send(proto::STDIN, chunk)?;
+        }
+        Ok(())
+    }
+
+    /// Close the process's stdin (with a terminal: send EOF, ^D).
+    pub fn close_stdin(&self) -> Result<()> {
+        self.send(proto::CLOSE_STDIN, &[])
+    }
+
+    /// Resize the process's terminal.
+    pub fn resize(&self, width: u16, height: u16) -> Result<()> {
+        let mut p = width.to_be_bytes().to_vec();
+        p.extend_from_slice(&height.to_be_bytes());
+        self.send(proto::RESIZE, &p)
+    }
+
+    /// Stop writing: the shim sees no more frames from this stream (reading goes on).
+    pub fn shutdown_write(&self) -> Result<()> {
+        self.sock
+            .shutdown(std::net::Shutdown::Write)
+            .map_err(|e| Error::io("shut the attach stream down", e))
+    }
+}

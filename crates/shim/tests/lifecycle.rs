@@ -1,0 +1,178 @@
+//! The shim's lifecycle with berth-runtime: create, start, wait, logs, kill, pause, delete.
+
+mod common;
+
+use berth_shim::Status;
+use common::*;
+
+#[test]
+fn create_start_wait_reports_the_exit_code_and_logs_both_streams() {
+    let mut fx = Fixture::new(&["sh", "-c", "echo out; echo err >&2; exit 3"]);
+    let cfg = fx.config(false, false);
+    let c = fx.spawn(&cfg);
+    let st = c.state().unwrap();
+    assert_eq!(st.status, Status::Created);
+    assert!(st.pid > 0);
+    assert!(st.exit.is_none());
+    c.start().unwrap();
+    let exit = c.wait().unwrap();
+    assert_eq!(exit.code, 3);
+    assert_eq!(exit.signal, None);
+    assert!(!exit.oom_killed);
+    let st = c.state().unwrap();
+    assert_eq!(st.status, Status::Stopped);
+    assert_eq!(st.exit, Some(exit));
+    let mut log = fx.log_entries();
+    log.sort();
+    assert_eq!(
+        log,
+        vec![
+            ("stderr".to_string(), "err\n".to_string()),
+            ("stdout".to_string(), "out\n".to_string())
+        ]
+    );
+    assert_eq!(berth_shim::read_exit(fx.bundle.path()), Some(exit));
+    let deleted = fx.client().delete().unwrap();
+    assert_eq!(deleted, exit);
+    fx.client = None;
+    assert!(!fx.bundle.path().join("shim.sock").exists());
+    assert!(!fx.root.path().join(&fx.id).exists());
+}
+
+#[test]
+fn the_log_rotates_at_max_size_and_keeps_max_file_files() {
+    let mut fx = Fixture::new(&[
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 200 ]; do echo line-$i; i=$((i+1)); done",
+    ]);
+    let mut cfg = fx.config(false, false);
+    cfg.log.as_mut().unwrap().max_size = 1000;
+    cfg.log.as_mut().unwrap().max_file = 3;
+    let c = fx.spawn(&cfg);
+    c.start().unwrap();
+    assert_eq!(c.wait().unwrap().code, 0);
+    let path = fx.log_path();
+    let name = |s: &str| std::path::PathBuf::from(format!("{}{s}", path.display()));
+    for s in ["", ".1", ".2"] {
+        let len = std::fs::metadata(name(s)).unwrap().len();
+        assert!(len > 0 && len <= 1000, "{s}: {len} bytes");
+    }
+    assert!(!name(".3").exists());
+    let current = read_log(&path);
+    assert_eq!(current.last().unwrap().1, "line-199\n");
+    let older = read_log(&name(".1"));
+    let n = |s: &str| s.trim().trim_start_matches("line-").parse::<u32>().unwrap();
+    assert_eq!(n(&older.last().unwrap().1) + 1, n(&current[0].1));
+    assert!(current.iter().all(|(s, _)| s == "stdout"));
+}
+
+#[test]
+fn a_failing_log_write_is_counted_not_fatal() {
+    let mut fx = Fixture::new(&["sh", "-c", "echo one; echo two; echo three >&2"]);
+    let mut cfg = fx.config(false, false);
+    cfg.log.as_mut().unwrap().path = "/dev/full".into();
+    let c = fx.spawn(&cfg);
+    c.start().unwrap();
+    assert_eq!(c.wait().unwrap().code, 0);
+    let st = c.state().unwrap();
+    assert_eq!(st.log_dropped, 3);
+    let err = st.log_error.unwrap();
+    assert!(err.contains("No space left on device"), "{err}");
+}
+
+#[test]
+fn kill_pause_resume_and_pids() {
+    let mut fx = Fixture::new(&["sleep", "1000"]);
+    let cfg = fx.config(false, false);
+    let c = fx.spawn(&cfg);
+    c.start().unwrap();
+    let pid = c.state().unwrap().pid;
+    assert_eq!(c.state().unwrap().status, Status::Running);
+    assert_eq!(c.pids().unwrap(), vec![pid]);
+    c.pause().unwrap();
+    assert_eq!(c.state().unwrap().status, Status::Paused);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    assert!(stat.contains(") D") || stat.contains(") S"), "{stat}");
+    c.resume().unwrap();
+    assert_eq!(c.state().unwrap().status, Status::Running);
+    c.kill(libc::SIGKILL, false).unwrap();
+    let exit = c.wait().unwrap();
+    assert_eq!((exit.code, exit.signal), (137, Some(libc::SIGKILL)));
+    assert_eq!(c.state().unwrap().status, Status::Stopped);
+    // Killing a stopped container is the runtime's error, passed through.
+    let err = c.kill(libc::SIGTERM, false).unwrap_err();
+    assert!(matches!(err, berth_shim::Error::Runtime(_)), "{err:?}");
+}
+
+#[test]
+fn delete_kills_a_paused_container_and_cleans_up() {
+    let mut fx = Fixture::new(&["sleep", "1000"]);
+    let cfg = fx.config(false, false);
+    let c = fx.spawn(&cfg);
+    c.start().unwrap();
+    let pid = c.state().unwrap().pid;
+    c.pause().unwrap();
+    let exit = fx.client().delete().unwrap();
+    assert_eq!((exit.code, exit.signal), (137, Some(libc::SIGKILL)));
+    fx.client = None;
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid));
+    assert!(!fx.root.path().join(&fx.id).exists());
+    assert!(berth_testutil::host::cgroup_dirs_named(&fx.id).is_empty());
+    assert_eq!(berth_shim::read_exit(fx.bundle.path()), Some(exit));
+    let err = berth_shim::connect(fx.bundle.path()).unwrap_err();
+    assert!(matches!(err, berth_shim::Error::Connect { .. }), "{err:?}");
+}
+
+#[test]
+fn a_bundle_path_longer_than_sun_path_works() {
+    let mut fx = Fixture::new(&["sh", "-c", "echo deep"]);
+    let deep = fx
+        .bundle
+        .path()
+        .join("a-rather-long-directory-name-to-push-the-socket-path-over-108-bytes")
+        .join("and-another-long-component-for-good-measure");
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::rename(fx.bundle.rootfs(), deep.join("rootfs")).unwrap();
+    std::fs::rename(
+        fx.bundle.path().join("config.json"),
+        deep.join("config.json"),
+    )
+    .unwrap();
+    assert!(deep.join("shim.sock").as_os_str().len() > 108);
+    let mut cfg = fx.config(false, false);
+    cfg.bundle = deep.clone();
+    let c = fx.spawn(&cfg);
+    let c2 = berth_shim::connect(&deep).unwrap();
+    let stream = c2.attach(None, false).unwrap();
+    c.start().unwrap();
+    let (out, _, exit) = collect(&stream);
+    assert_eq!(out, "deep\n");
+    assert_eq!(exit.unwrap().code, 0);
+    c2.delete().unwrap();
+    fx.client = None;
+    assert!(!deep.join("shim.sock").exists());
+}
+
+#[test]
+fn an_oom_kill_is_reported() {
+    let mut fx = Fixture::new(&[
+        "sh",
+        "-c",
+        "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived",
+    ]);
+    fx.bundle.edit(|v| {
+        v["linux"]["resources"]["memory"] = serde_json::json!({"limit": 16 * 1024 * 1024});
+    });
+    let cfg = fx.config(false, false);
+    let c = fx.spawn(&cfg);
+    c.start().unwrap();
+    let exit = c.wait().unwrap();
+    assert!(exit.oom_killed, "{exit:?}");
+    assert_ne!(exit.code, 0);
+    let file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fx.bundle.path().join("exit.json")).unwrap())
+            .unwrap();
+    assert_eq!(file["oom_killed"], true);
+    assert!(file["finished_at"].as_str().unwrap().ends_with('Z'));
+}
