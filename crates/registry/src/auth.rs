@@ -6,9 +6,11 @@
 //! Docker, Podman or skopeo are found. Credential helpers (`credsStore`, `credHelpers`) are
 //! not run.
 
+use std::collections::HashMap;
 use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -115,9 +117,17 @@ fn decode_entry(file: &Path, key: &str, v: &Value) -> Result<Option<(String, Str
 /// The first credentials for `registry` found in `files` (in order); missing files are
 /// skipped, malformed ones are an error.
 pub fn lookup(files: &[PathBuf], registry: &str) -> Result<Option<(String, String)>, Error> {
+    lookup_with(files, registry, |file| Ok(read_json(file)?.map(Arc::new)))
+}
+
+fn lookup_with(
+    files: &[PathBuf],
+    registry: &str,
+    mut read: impl FnMut(&Path) -> Result<Option<Arc<Map<String, Value>>>, Error>,
+) -> Result<Option<(String, String)>, Error> {
     let want = normalize_registry(registry);
     for file in files {
-        let Some(json) = read_json(file)? else {
+        let Some(json) = read(file)? else {
             continue;
         };
         let Some(auths) = json.get("auths").and_then(Value::as_object) else {
@@ -135,6 +145,82 @@ pub fn lookup(files: &[PathBuf], registry: &str) -> Result<Option<(String, Strin
         }
     }
     Ok(None)
+}
+
+/// What identifies a version of a credentials file without reading it: device, inode (an
+/// atomic replace, as [`store`] and Docker do, changes it), size, and modification and
+/// status-change times to the nanosecond.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(m: &std::fs::Metadata) -> Stamp {
+        Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+/// Credential files read through a cache that is checked against each file's metadata on
+/// every lookup: a file is parsed again as soon as it changes (a `berth login` or `berth
+/// logout` by another process), and a missing file is looked for again every time. Only
+/// parsed contents are kept, never a lookup's answer, so "no credentials" is not remembered
+/// either.
+#[derive(Debug, Default)]
+pub(crate) struct FileCache {
+    files: HashMap<PathBuf, (Stamp, Arc<Map<String, Value>>)>,
+}
+
+impl FileCache {
+    /// As [`lookup`], re-reading only the files that changed since the last call.
+    pub(crate) fn lookup(
+        &mut self,
+        files: &[PathBuf],
+        registry: &str,
+    ) -> Result<Option<(String, String)>, Error> {
+        lookup_with(files, registry, |file| self.read(file))
+    }
+
+    fn read(&mut self, file: &Path) -> Result<Option<Arc<Map<String, Value>>>, Error> {
+        let stamp = match std::fs::metadata(file) {
+            Ok(m) => Stamp::of(&m),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.files.remove(file);
+                return Ok(None);
+            }
+            Err(e) => {
+                self.files.remove(file);
+                return Err(Error::io("read credentials file", file, e));
+            }
+        };
+        if let Some((s, json)) = self.files.get(file) {
+            if *s == stamp {
+                return Ok(Some(json.clone()));
+            }
+        }
+        // Stamped before reading: a change in between makes the next call read again.
+        match read_json(file) {
+            Ok(Some(json)) => {
+                let json = Arc::new(json);
+                self.files.insert(file.to_path_buf(), (stamp, json.clone()));
+                Ok(Some(json))
+            }
+            other => {
+                self.files.remove(file);
+                Ok(other?.map(Arc::new))
+            }
+        }
+    }
 }
 
 /// Record credentials for `registry` in `file` (created 0600, parent directories 0700),

@@ -68,6 +68,11 @@ pub struct Manifest {
 
 /// The distribution-API client. Cheap to clone; clones share connections, credentials and
 /// tokens.
+///
+/// Credential files are consulted on every authenticated request (re-parsed only when they
+/// change), so a `berth login` or `berth logout` done by another process after the client was
+/// made takes effect on its next request; bearer tokens are only reused with the
+/// credentials they were issued for.
 #[derive(Clone)]
 pub struct Client {
     pub(crate) inner: Arc<Inner>,
@@ -86,6 +91,8 @@ pub(crate) struct Inner {
     pub(crate) http: reqwest::Client,
     pub(crate) config: Config,
     state: Mutex<State>,
+    /// Parsed credential files, refreshed when they change.
+    files: Mutex<auth::FileCache>,
 }
 
 /// Exponential backoff between retries.
@@ -105,11 +112,12 @@ impl Backoff {
 
 #[derive(Default)]
 struct State {
-    /// Credentials by registry host: from `login`, or looked up in the files (`None`: none).
-    creds: HashMap<String, Option<(String, String)>>,
+    /// Credentials by registry host from a successful `login` on this client; they win over
+    /// the credential files.
+    logins: HashMap<String, (String, String)>,
     /// The scheme each host asked for.
     schemes: HashMap<String, HostAuth>,
-    /// Bearer tokens by host and scope.
+    /// Bearer tokens by host and scope (each remembers the credentials it was issued for).
     tokens: HashMap<(String, String), Token>,
 }
 
@@ -126,6 +134,9 @@ enum HostAuth {
 struct Token {
     token: String,
     expires: Instant,
+    /// The credentials the token service was given (`None`: anonymous); the token is only
+    /// used while they are still the host's credentials.
+    creds: Option<(String, String)>,
 }
 
 /// Where requests for a registry go.
@@ -297,6 +308,7 @@ impl Client {
                 http,
                 config,
                 state: Mutex::new(State::default()),
+                files: Mutex::new(auth::FileCache::default()),
             }),
             backoff: Backoff {
                 base: Duration::from_millis(200),
@@ -388,27 +400,37 @@ impl Client {
         eps
     }
 
-    /// Credentials for `host`: from `login`, else the credential files.
+    /// Credentials for `host`: from `login` on this client, else the credential files as
+    /// they are now (neither a found entry nor the lack of one is remembered).
     fn creds(&self, host: &str) -> Result<Option<(String, String)>, Error> {
-        if let Some(c) = self.state().creds.get(host) {
-            return Ok(c.clone());
+        if let Some(c) = self.state().logins.get(host) {
+            return Ok(Some(c.clone()));
         }
-        let found = auth::lookup(&self.inner.config.auth_files, host)?;
-        self.state().creds.insert(host.to_string(), found.clone());
-        Ok(found)
+        self.inner
+            .files
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .lookup(&self.inner.config.auth_files, host)
     }
 
-    fn cached_token(&self, host: &str, scope: &Scope) -> Option<String> {
-        let st = self.state();
+    /// A live token for `host` covering `scope` issued for `creds`. Tokens issued for other
+    /// credentials (before a login, logout or password change) are dropped.
+    fn cached_token(
+        &self,
+        host: &str,
+        scope: &Scope,
+        creds: Option<&(String, String)>,
+    ) -> Option<String> {
+        let mut st = self.state();
         let now = Instant::now();
+        st.tokens
+            .retain(|(h, _), t| h != host || (t.creds.as_ref() == creds && t.expires > now));
         if let Some(t) = st.tokens.get(&(host.to_string(), scope.key())) {
-            if t.expires > now {
-                return Some(t.token.clone());
-            }
+            return Some(t.token.clone());
         }
         st.tokens
             .iter()
-            .find(|((h, s), t)| h == host && t.expires > now && scope.covered_by(s))
+            .find(|((h, s), _)| h == host && scope.covered_by(s))
             .map(|(_, t)| t.token.clone())
     }
 
@@ -420,10 +442,10 @@ impl Client {
             None => Ok(None),
             Some(HostAuth::Basic) => Ok(self.creds(&ep.host)?.map(|(u, p)| basic(&u, &p))),
             Some(HostAuth::Bearer { realm, service }) => {
-                if let Some(t) = self.cached_token(&ep.host, scope) {
+                let creds = self.creds(&ep.host)?;
+                if let Some(t) = self.cached_token(&ep.host, scope, creds.as_ref()) {
                     return Ok(Some(format!("Bearer {t}")));
                 }
-                let creds = self.creds(&ep.host)?;
                 let t = self
                     .fetch_token(&ep.host, &realm, service.as_deref(), scope, creds.as_ref())
                     .await?;
@@ -534,6 +556,7 @@ impl Client {
             Token {
                 token: token.clone(),
                 expires,
+                creds: creds.cloned(),
             },
         );
         Ok(token)
@@ -1295,7 +1318,7 @@ impl Client {
             });
         };
         let mut st = self.state();
-        st.creds.insert(host.clone(), Some(creds));
+        st.logins.insert(host.clone(), creds);
         st.tokens.retain(|(h, _), _| h != &host);
         if let Some(s) = scheme {
             st.schemes.insert(host, s);
@@ -1362,6 +1385,77 @@ mod tests {
         assert!(s.covered_by("repository:x:pull repository:a/b:pull"));
         assert!(!s.covered_by("repository:a/c:pull"));
         assert!(!Scope::push("a/b").covered_by("repository:a/b:pull"));
+    }
+
+    #[test]
+    fn credential_files_are_read_fresh() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("auth/config.json");
+        let c = Client::new(Config {
+            insecure: vec![],
+            mirrors: HashMap::new(),
+            auth_files: vec![file.clone()],
+            max_retries: 0,
+        })
+        .expect("client");
+        let host = "reg.example:5000";
+        // No file yet, then a file without the host: none, and that is not remembered.
+        assert_eq!(c.creds(host).expect("creds"), None);
+        auth::store(&file, "other.example", "x", "y").expect("store other");
+        assert_eq!(c.creds(host).expect("creds"), None);
+        // `berth login` by another process.
+        auth::store(&file, host, "alice", "s3cret").expect("store");
+        assert_eq!(
+            c.creds(host).expect("creds"),
+            Some(("alice".into(), "s3cret".into()))
+        );
+        // A new password (same length, so only the inode and times tell).
+        auth::store(&file, host, "alice", "s3cre7").expect("store again");
+        assert_eq!(
+            c.creds(host).expect("creds"),
+            Some(("alice".into(), "s3cre7".into()))
+        );
+        // An in-place rewrite (as some tools do) is seen too.
+        std::fs::write(
+            &file,
+            r#"{"auths":{"reg.example:5000":{"auth":"Ym9iOnB3"},"other.example":{"auth":"eDp5"}}}"#,
+        )
+        .expect("rewrite");
+        assert_eq!(
+            c.creds(host).expect("creds"),
+            Some(("bob".into(), "pw".into()))
+        );
+        // `berth logout`: gone on the next look.
+        assert!(auth::erase(&file, host).expect("erase"));
+        assert_eq!(c.creds(host).expect("creds"), None);
+        assert_eq!(
+            c.creds("other.example").expect("creds"),
+            Some(("x".into(), "y".into()))
+        );
+        std::fs::remove_file(&file).expect("rm");
+        assert_eq!(c.creds("other.example").expect("creds"), None);
+    }
+
+    #[test]
+    fn tokens_are_tied_to_their_credentials() {
+        let c = client(&[], &[]);
+        let host = "reg.example";
+        let alice = ("alice".to_string(), "pw".to_string());
+        c.state().tokens.insert(
+            (host.to_string(), Scope::pull("a/b").key()),
+            Token {
+                token: "t-alice".into(),
+                expires: Instant::now() + Duration::from_secs(60),
+                creds: Some(alice.clone()),
+            },
+        );
+        assert_eq!(
+            c.cached_token(host, &Scope::pull("a/b"), Some(&alice)),
+            Some("t-alice".into())
+        );
+        // After a logout (no credentials) or a new login the token is not used, and dropped.
+        assert_eq!(c.cached_token(host, &Scope::pull("a/b"), None), None);
+        assert!(c.state().tokens.is_empty());
     }
 
     #[test]

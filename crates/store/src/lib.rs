@@ -28,7 +28,7 @@ pub use error::Error;
 pub use gc::{CheckReport, EXTRACT_PREFIX, GcReport, INGEST_MAX_AGE, Problem, ProblemKind};
 pub use meta::{
     BUSY_WAIT, Descriptor, ImageRecord, LINGER, Lease, LeaseOptions, LeaseResource, MAX_HOLD,
-    MetaDb,
+    MetaDb, hold_open,
 };
 pub use oci_spec::image::Digest;
 pub use snapshot::{Kind, Mount, SnapshotInfo, Snapshotter, SnapshotterKind, mount, unmount};

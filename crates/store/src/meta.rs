@@ -176,6 +176,22 @@ struct OpenDbs {
     reaper: bool,
 }
 
+/// Set by [`hold_open`]: this process is the database's only user (a daemon), so it keeps every
+/// database open for its whole life instead of lingering and yielding.
+static HOLD_OPEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Keep every metadata database this process opens open until the process exits: no close
+/// after [`LINGER`], no break after [`MAX_HOLD`]. For a long-lived owner of the store such as
+/// `berthd`, where each reopen would cost about 20 ms; other processes then wait for the lock
+/// (up to [`BUSY_WAIT`]) and fail with [`Error::DbBusy`], so they must go through the owner.
+pub fn hold_open() {
+    HOLD_OPEN.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn holding_open() -> bool {
+    HOLD_OPEN.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Process-wide table of open databases, so threads share one handle instead of fighting over
 /// redb's file lock, and a short burst of operations opens the file once.
 static OPEN: LazyLock<Mutex<OpenDbs>> = LazyLock::new(|| Mutex::new(OpenDbs::default()));
@@ -189,6 +205,10 @@ fn reaper() {
     loop {
         std::thread::sleep(LINGER / 4);
         let mut open = lock_open();
+        if holding_open() {
+            open.reaper = false;
+            return;
+        }
         open.slots.retain(|_, s| s.last_used.elapsed() < LINGER);
         let now = Instant::now();
         open.cooldown.retain(|_, until| *until > now);
@@ -265,7 +285,7 @@ impl MetaDb {
         let mut open = lock_open();
         loop {
             if let Some(slot) = open.slots.get_mut(&self.path) {
-                if slot.opened.elapsed() < MAX_HOLD {
+                if holding_open() || slot.opened.elapsed() < MAX_HOLD {
                     slot.last_used = Instant::now();
                     return Ok(slot.db.clone());
                 }
