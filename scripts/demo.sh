@@ -1,30 +1,42 @@
 #!/usr/bin/env bash
-# Build Berth and run a real container, offline, on an image made here from busybox-static.
+# Build Berth and run a real container end to end, offline, on an image made here from
+# Debian's busybox-static: `berth import` a root filesystem, then `berth run` it (the first
+# `berth` command starts a private berthd for this demo's root; the demo stops it at the end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./scripts/deps.sh
-cargo build --release --quiet -p berth-runtime-cli
-bin="${CARGO_TARGET_DIR:-$PWD/target}/x86_64-unknown-linux-gnu/release/berth-runtime"
+cargo build --release --quiet -p berth-cli -p berth-daemon -p berth-shim
+bin="${CARGO_TARGET_DIR:-$PWD/target}/x86_64-unknown-linux-gnu/release"
 
 work=$(mktemp -d /tmp/berth-demo.XXXXXX)
-state="$work/state"
-trap '"$bin" --root "$state" delete --force demo >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+root="$work/root"
+berth() { "$bin/berth" --root "$root" "$@"; }
+cleanup() {
+  berth rm -f demo >/dev/null 2>&1 || true
+  if [[ -s "$root/run/berthd.pid" ]]; then
+    pid=$(cat "$root/run/berthd.pid")
+    kill "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
 
 # An image, made locally: a root filesystem holding the static busybox and its applets.
-mkdir -p "$work/bundle/rootfs"/{bin,dev,proc,sys,tmp,etc,root}
-cp /bin/busybox "$work/bundle/rootfs/bin/"
+mkdir -p "$work/rootfs"/{bin,dev,proc,sys,tmp,etc,root}
+cp /bin/busybox "$work/rootfs/bin/"
 for applet in $(/bin/busybox --list); do
-  [[ $applet == busybox ]] || ln -sf busybox "$work/bundle/rootfs/bin/$applet"
+  [[ $applet == busybox ]] || ln -sf busybox "$work/rootfs/bin/$applet"
 done
-echo 'root:x:0:0:root:/root:/bin/sh' > "$work/bundle/rootfs/etc/passwd"
-echo 'root:x:0:' > "$work/bundle/rootfs/etc/group"
+echo 'root:x:0:0:root:/root:/bin/sh' > "$work/rootfs/etc/passwd"
+echo 'root:x:0:' > "$work/rootfs/etc/group"
+tar -C "$work/rootfs" -cf "$work/rootfs.tar" .
 
-# A default OCI config (as `runc spec` writes it), running a short script instead of a shell.
-(cd "$work/bundle" && "$bin" spec)
-sed -i -e 's/"terminal": true/"terminal": false/' \
-       -e 's|^      "sh"$|      "sh", "-c", "echo \\"hello from $(hostname), pid $$ in its own namespaces\\"; id; ps; mount \| grep -c . \| sed s/^/mounts:\\\\ /"|' \
-       "$work/bundle/config.json"
+echo "+ berth import rootfs.tar demo/busybox:latest"
+berth import "$work/rootfs.tar" demo/busybox:latest >/dev/null
+berth images
 
-echo "+ berth-runtime run demo   (bundle: $work/bundle)"
-"$bin" --root "$state" run --bundle "$work/bundle" demo
+echo "+ berth run --rm --name demo demo/busybox sh -c ..."
+berth run --rm --name demo demo/busybox \
+  sh -c 'echo "hello from $(hostname), pid $$ in its own namespaces"; id; ps; echo "caps: $(grep CapEff /proc/self/status)"'

@@ -14,4 +14,6 @@ fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+# The end-to-end tests run sibling binaries (berthd, berth-shim) from the same target directory.
+cargo build --workspace --bins
 cargo test --workspace

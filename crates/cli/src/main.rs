@@ -1,16 +1,23 @@
-//! `berth`: Docker's verbs for Berth. A thin layer: parse with clap, call the image service,
-//! print like Docker. Until `berthd` exists the CLI opens the store itself; each verb is one
-//! call into `berth-image`, so moving it behind the daemon changes only `service()`.
+//! `berth`: Docker's verbs for Berth. A thin client: parse with clap, call berthd over gRPC on
+//! one HTTP/2 connection (starting berthd when nothing listens), print like Docker.
 
+// The doc comments on the clap types are the CLI's help text, written in Docker's usage
+// syntax (`IMAGE [COMMAND]`), not rustdoc links.
+#![allow(rustdoc::broken_intra_doc_links)]
+
+mod client;
+mod containers;
+mod images;
 mod output;
 mod progress;
+mod system;
+mod template;
+mod tty;
 
-use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use berth_image::{ImageService, format::Platform};
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -19,15 +26,21 @@ use clap::{Args, Parser, Subcommand};
     about = "A fast, light container engine",
     propagate_version = true
 )]
-struct Cli {
-    /// Root of Berth's persistent state (images, snapshots, metadata).
+pub struct Cli {
+    /// Daemon socket to connect to (`unix:///path` or a path).
+    #[arg(short = 'H', long, global = true, env = "BERTH_HOST")]
+    host: Option<String>,
+    /// Root of Berth's persistent state (images, snapshots, containers).
     #[arg(
         long,
         global = true,
         env = "BERTH_ROOT",
-        default_value = "/var/lib/berth"
+        default_value = client::DEFAULT_ROOT
     )]
     root: PathBuf,
+    /// Runtime state directory (default: /run/berth for the default root, else ROOT/run).
+    #[arg(long, global = true, env = "BERTH_STATE")]
+    state: Option<PathBuf>,
     /// Namespace to work in (containerd-style: `default`, `k8s.io`, ...).
     #[arg(
         long,
@@ -36,7 +49,7 @@ struct Cli {
         default_value = "default"
     )]
     namespace: String,
-    /// Registries reached over plain HTTP (loopback ones always are); repeatable.
+    /// Registries reached over plain HTTP (passed to an auto-started berthd); repeatable.
     #[arg(
         long = "insecure-registry",
         global = true,
@@ -44,7 +57,7 @@ struct Cli {
         value_delimiter = ','
     )]
     insecure_registries: Vec<String>,
-    /// Mirrors, as REGISTRY=MIRROR (e.g. docker.io=mirror.example:5000); repeatable.
+    /// Mirrors, as REGISTRY=MIRROR (passed to an auto-started berthd); repeatable.
     #[arg(
         long = "registry-mirror",
         global = true,
@@ -52,8 +65,7 @@ struct Cli {
         value_delimiter = ','
     )]
     registry_mirrors: Vec<String>,
-    /// Snapshotter for a new store: `overlayfs` (default where the kernel supports it) or
-    /// `native` (copies; works on any filesystem). An existing store keeps its own.
+    /// Snapshotter for a new store: `overlayfs` or `native` (passed to an auto-started berthd).
     #[arg(long, global = true, env = "BERTH_SNAPSHOTTER", value_parser = ["overlayfs", "native"])]
     snapshotter: Option<String>,
     /// Log debug details to stderr.
@@ -64,7 +76,48 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {
+pub enum Command {
+    /// Create and run a new container from an image.
+    Run(RunArgs),
+    /// Create a new container.
+    Create(CreateArgs),
+    /// Start one or more stopped containers.
+    Start(StartArgs),
+    /// Stop one or more running containers.
+    Stop(StopArgs),
+    /// Kill one or more running containers.
+    Kill(KillArgs),
+    /// Restart one or more containers.
+    Restart(StopArgs),
+    /// Pause all processes within one or more containers.
+    Pause(NamesArgs),
+    /// Unpause all processes within one or more containers.
+    Unpause(NamesArgs),
+    /// Remove one or more containers.
+    Rm(RmArgs),
+    /// List containers.
+    Ps(PsArgs),
+    /// Fetch the logs of a container.
+    Logs(LogsArgs),
+    /// Execute a command in a running container.
+    Exec(ExecArgs),
+    /// Attach local standard input, output, and error streams to a running container.
+    Attach(AttachArgs),
+    /// Block until one or more containers stop, then print their exit codes.
+    Wait(NamesArgs),
+    /// Display the running processes of a container.
+    Top(TopArgs),
+    /// Display a live stream of container resource usage statistics.
+    Stats(StatsArgs),
+    /// Copy files/folders between a container and the local filesystem.
+    Cp(CpArgs),
+    /// Get real time events from the server.
+    Events(EventsArgs),
+    /// Return low-level information on containers or images.
+    Inspect(InspectArgs),
+    /// Manage containers.
+    #[command(subcommand)]
+    Container(ContainerCommand),
     /// Download an image from a registry.
     Pull(PullArgs),
     /// Upload an image to a registry.
@@ -74,8 +127,6 @@ enum Command {
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCommand),
-    /// Show low-level information on images, as JSON.
-    Inspect(InspectArgs),
     /// Remove one or more images.
     Rmi(RmiArgs),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE.
@@ -93,12 +144,49 @@ enum Command {
     /// Manage Berth.
     #[command(subcommand)]
     System(SystemCommand),
-    /// Show the Berth version.
-    Version,
+    /// Show the Berth version information.
+    Version(FormatArgs),
+    /// Display system-wide information.
+    Info(FormatArgs),
+    /// Generate a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages for berth and every subcommand into DIR.
+    #[command(name = "__man", hide = true)]
+    Man { dir: PathBuf },
 }
 
 #[derive(Subcommand)]
-enum ImageCommand {
+pub enum ContainerCommand {
+    /// List containers.
+    #[command(alias = "list", alias = "ps")]
+    Ls(PsArgs),
+    Run(RunArgs),
+    Create(CreateArgs),
+    Start(StartArgs),
+    Stop(StopArgs),
+    Kill(KillArgs),
+    Restart(StopArgs),
+    Pause(NamesArgs),
+    Unpause(NamesArgs),
+    #[command(alias = "remove")]
+    Rm(RmArgs),
+    Logs(LogsArgs),
+    Exec(ExecArgs),
+    Attach(AttachArgs),
+    Wait(NamesArgs),
+    Top(TopArgs),
+    Stats(StatsArgs),
+    Cp(CpArgs),
+    Inspect(InspectArgs),
+    /// Remove all stopped containers.
+    Prune(ForceArgs),
+}
+
+#[derive(Subcommand)]
+pub enum ImageCommand {
     /// List images.
     #[command(alias = "list")]
     Ls(ImagesArgs),
@@ -123,7 +211,15 @@ enum ImageCommand {
 }
 
 #[derive(Subcommand)]
-enum SystemCommand {
+pub enum SystemCommand {
+    /// Show disk usage.
+    Df(FormatArgs),
+    /// Remove stopped containers and dangling (with -a: unused) images.
+    Prune(PruneArgs),
+    /// Show system-wide information.
+    Info(FormatArgs),
+    /// Get real time events from the server.
+    Events(EventsArgs),
     /// Re-verify every blob and snapshot; report (and with --repair fix) inconsistencies.
     Check {
         /// Remove corrupt blobs and stale state instead of only reporting them.
@@ -132,442 +228,789 @@ enum SystemCommand {
     },
 }
 
-#[derive(Args)]
-struct PullArgs {
-    /// Image reference (`busybox`, `registry:5000/app:tag`, `name@sha256:...`).
-    name: String,
-    /// Suppress progress output; print only the image name.
+/// Everything `create` and `run` share.
+#[derive(Args, Clone, Default)]
+pub struct ContainerOpts {
+    /// Keep STDIN open even if not attached.
     #[arg(short, long)]
-    quiet: bool,
-    /// Platform to pull from a multi-platform image (default: this host's).
+    pub interactive: bool,
+    /// Allocate a pseudo-TTY.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Automatically remove the container when it exits.
     #[arg(long)]
-    platform: Option<String>,
+    pub rm: bool,
+    /// Assign a name to the container.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Set environment variables (KEY=VALUE, or KEY to take it from here).
+    #[arg(short, long = "env")]
+    pub env: Vec<String>,
+    /// Read in a file of environment variables.
+    #[arg(long)]
+    pub env_file: Vec<PathBuf>,
+    /// Bind mount a volume (SRC:DST[:ro]).
+    #[arg(short, long = "volume")]
+    pub volume: Vec<String>,
+    /// Attach a filesystem mount (type=bind,src=..,dst=..[,readonly]).
+    #[arg(long)]
+    pub mount: Vec<String>,
+    /// Mount a tmpfs directory (/path[:opts]).
+    #[arg(long)]
+    pub tmpfs: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// Username or UID (format: <name|uid>[:<group|gid>]).
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Overwrite the default ENTRYPOINT of the image.
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Container host name.
+    #[arg(short = 'h', long)]
+    pub hostname: Option<String>,
+    /// Connect a container to a network: `none` or `host`.
+    #[arg(long, alias = "net")]
+    pub network: Option<String>,
+    /// Mount the container's root filesystem as read only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Add Linux capabilities.
+    #[arg(long)]
+    pub cap_add: Vec<String>,
+    /// Drop Linux capabilities.
+    #[arg(long)]
+    pub cap_drop: Vec<String>,
+    /// Give extended privileges to this container.
+    #[arg(long)]
+    pub privileged: bool,
+    /// Security options (seccomp=unconfined|PATH, no-new-privileges).
+    #[arg(long)]
+    pub security_opt: Vec<String>,
+    /// Memory limit (e.g. 512m).
+    #[arg(short, long)]
+    pub memory: Option<String>,
+    /// Swap limit equal to memory plus swap: -1 to enable unlimited swap.
+    #[arg(long, allow_hyphen_values = true)]
+    pub memory_swap: Option<String>,
+    /// Number of CPUs (e.g. 1.5).
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// Tune container pids limit (-1 for unlimited).
+    #[arg(long, allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
+    /// Ulimit options (nofile=1024:2048).
+    #[arg(long)]
+    pub ulimit: Vec<String>,
+    /// Restart policy: no, on-failure[:max-retries], always, unless-stopped.
+    #[arg(long)]
+    pub restart: Option<String>,
+    /// Run an init inside the container that forwards signals and reaps processes.
+    #[arg(long)]
+    pub init: bool,
+    /// Logging driver for the container (json-file, none).
+    #[arg(long)]
+    pub log_driver: Option<String>,
+    /// Log driver options (max-size=10m, max-file=3).
+    #[arg(long)]
+    pub log_opt: Vec<String>,
+    /// Set meta data on a container (k=v).
+    #[arg(short, long)]
+    pub label: Vec<String>,
+    /// Signal to stop the container.
+    #[arg(long)]
+    pub stop_signal: Option<String>,
+    /// Timeout (in seconds) to stop a container.
+    #[arg(long, allow_hyphen_values = true)]
+    pub stop_timeout: Option<i32>,
+    /// Runtime to use for this container (a configured name, or a path to runc/crun/youki).
+    #[arg(long)]
+    pub runtime: Option<String>,
+    /// Set custom DNS servers.
+    #[arg(long)]
+    pub dns: Vec<String>,
+    /// Add a custom host-to-IP mapping (host:ip).
+    #[arg(long)]
+    pub add_host: Vec<String>,
+    /// Set platform if server is multi-platform capable.
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Pull image before running ("always", "missing", "never").
+    #[arg(long, default_value = "missing", value_parser = ["always", "missing", "never"])]
+    pub pull: String,
+    /// Suppress the pull output.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Print usage.
+    #[arg(long, action = ArgAction::Help)]
+    pub help: Option<bool>,
+    /// IMAGE [COMMAND] [ARG...]
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "IMAGE [COMMAND] [ARG...]"
+    )]
+    pub args: Vec<String>,
 }
 
-#[derive(Args)]
-struct PushArgs {
-    /// Local image to push (pushed under its own name).
-    name: String,
-    /// Suppress progress output.
+#[derive(Args, Clone)]
+#[command(disable_help_flag = true)]
+pub struct RunArgs {
+    /// Run container in background and print container ID.
     #[arg(short, long)]
-    quiet: bool,
+    pub detach: bool,
+    /// Proxy received signals to the process.
+    #[arg(long, default_value_t = true, action = ArgAction::Set)]
+    pub sig_proxy: bool,
+    /// Override the key sequence for detaching a container.
+    #[arg(long)]
+    pub detach_keys: Option<String>,
+    #[command(flatten)]
+    pub opts: ContainerOpts,
 }
 
-#[derive(Args)]
-struct ImagesArgs {
-    /// Only this repository (and optionally tag).
-    reference: Option<String>,
-    /// Only show image IDs.
+#[derive(Args, Clone)]
+#[command(disable_help_flag = true)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    pub opts: ContainerOpts,
+}
+
+#[derive(Args, Clone)]
+pub struct StartArgs {
+    /// Attach STDOUT/STDERR and forward signals.
     #[arg(short, long)]
-    quiet: bool,
-    /// Show digests.
+    pub attach: bool,
+    /// Attach container's STDIN.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Override the key sequence for detaching a container.
     #[arg(long)]
-    digests: bool,
+    pub detach_keys: Option<String>,
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+#[derive(Args, Clone)]
+pub struct StopArgs {
+    /// Seconds to wait before killing the container.
+    #[arg(
+        short = 't',
+        long = "time",
+        alias = "timeout",
+        allow_hyphen_values = true
+    )]
+    pub time: Option<i32>,
+    /// Signal to send to the container.
+    #[arg(short, long)]
+    pub signal: Option<String>,
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+#[derive(Args, Clone)]
+pub struct KillArgs {
+    /// Signal to send to the container.
+    #[arg(short, long, default_value = "KILL")]
+    pub signal: String,
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+#[derive(Args, Clone)]
+pub struct NamesArgs {
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+#[derive(Args, Clone)]
+pub struct RmArgs {
+    /// Force the removal of a running container (uses SIGKILL).
+    #[arg(short, long)]
+    pub force: bool,
+    /// Remove anonymous volumes associated with the container.
+    #[arg(short, long)]
+    pub volumes: bool,
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+#[derive(Args, Clone, Default)]
+pub struct PsArgs {
+    /// Show all containers (default shows just running).
+    #[arg(short, long)]
+    pub all: bool,
+    /// Only display container IDs.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Show n last created containers (includes all states).
+    #[arg(short = 'n', long, allow_hyphen_values = true)]
+    pub last: Option<i32>,
+    /// Show the latest created container (includes all states).
+    #[arg(short, long)]
+    pub latest: bool,
     /// Don't truncate output.
     #[arg(long)]
-    no_trunc: bool,
-    /// `table`, `json`, or a template like `{{.Repository}}:{{.Tag}}`.
+    pub no_trunc: bool,
+    /// Filter output based on conditions provided (name=, id=, label=, status=, exited=, ancestor=).
+    #[arg(short, long)]
+    pub filter: Vec<String>,
+    /// Format output using a custom template: `table`, `table TEMPLATE`, `json`, or TEMPLATE.
     #[arg(long)]
-    format: Option<String>,
+    pub format: Option<String>,
+    /// Display total file sizes (not supported; accepted for compatibility).
+    #[arg(short, long)]
+    pub size: bool,
 }
 
-#[derive(Args)]
-struct InspectArgs {
+#[derive(Args, Clone)]
+pub struct LogsArgs {
+    /// Follow log output.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Number of lines to show from the end of the logs ("all" or N).
+    #[arg(short = 'n', long, default_value = "all")]
+    pub tail: String,
+    /// Show logs since timestamp (RFC 3339, unix seconds) or relative (42m).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Show logs before a timestamp or relative (42m).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Show timestamps.
+    #[arg(short, long)]
+    pub timestamps: bool,
+    /// Show extra details (accepted for compatibility).
+    #[arg(long)]
+    pub details: bool,
+    pub name: String,
+}
+
+#[derive(Args, Clone)]
+pub struct ExecArgs {
+    /// Detached mode: run command in the background.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Keep STDIN open even if not attached.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-TTY.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Set environment variables.
+    #[arg(short, long = "env")]
+    pub env: Vec<String>,
+    /// Read in a file of environment variables.
+    #[arg(long)]
+    pub env_file: Vec<PathBuf>,
+    /// Username or UID (format: <name|uid>[:<group|gid>]).
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Working directory inside the container.
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// Give extended privileges to the command.
+    #[arg(long)]
+    pub privileged: bool,
+    /// Override the key sequence for detaching a container.
+    #[arg(long)]
+    pub detach_keys: Option<String>,
+    /// CONTAINER COMMAND [ARG...]
+    #[arg(required = true, num_args = 2.., trailing_var_arg = true, allow_hyphen_values = true, value_name = "CONTAINER COMMAND [ARG...]")]
+    pub args: Vec<String>,
+}
+
+#[derive(Args, Clone)]
+pub struct AttachArgs {
+    /// Do not attach STDIN.
+    #[arg(long)]
+    pub no_stdin: bool,
+    /// Proxy all received signals to the process.
+    #[arg(long, default_value_t = true, action = ArgAction::Set)]
+    pub sig_proxy: bool,
+    /// Override the key sequence for detaching a container.
+    #[arg(long)]
+    pub detach_keys: Option<String>,
+    pub name: String,
+}
+
+#[derive(Args, Clone)]
+pub struct TopArgs {
+    pub name: String,
+    /// ps options.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub ps_args: Vec<String>,
+}
+
+#[derive(Args, Clone)]
+pub struct StatsArgs {
+    /// Show all containers (default shows just running).
+    #[arg(short, long)]
+    pub all: bool,
+    /// Disable streaming stats and only pull the first result.
+    #[arg(long)]
+    pub no_stream: bool,
+    /// Do not truncate output.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Format output using a custom template (`table`, `json`, TEMPLATE).
+    #[arg(long)]
+    pub format: Option<String>,
+    pub names: Vec<String>,
+}
+
+#[derive(Args, Clone)]
+pub struct CpArgs {
+    /// Archive mode (copy all uid/gid information; the default for berth).
+    #[arg(short, long)]
+    pub archive: bool,
+    /// Always follow symbol link in SRC_PATH.
+    #[arg(short = 'L', long)]
+    pub follow_link: bool,
+    /// Suppress progress output.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// SRC: CONTAINER:SRC_PATH, a local path, or - (a tar on STDIN).
+    pub src: String,
+    /// DEST: CONTAINER:DEST_PATH, a local path, or - (a tar to STDOUT).
+    pub dest: String,
+}
+
+#[derive(Args, Clone)]
+pub struct EventsArgs {
+    /// Filter output based on conditions provided (type=, event=, container=, image=, label=).
+    #[arg(short, long)]
+    pub filter: Vec<String>,
+    /// Show all events created since timestamp.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Stream events until this timestamp.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Format the output using the given Go template (or `json`).
+    #[arg(long)]
+    pub format: Option<String>,
+}
+
+#[derive(Args, Clone)]
+pub struct InspectArgs {
     #[arg(required = true)]
-    names: Vec<String>,
-    /// Format the output using a template (`{{.Id}}`, `{{json .Config}}`).
+    pub names: Vec<String>,
+    /// Format the output using a Go template (`{{.State.Status}}`, `{{json .Config}}`).
     #[arg(short, long)]
-    format: Option<String>,
+    pub format: Option<String>,
+    /// Return JSON for the given type only (container, image).
+    #[arg(long = "type")]
+    pub kind: Option<String>,
+    /// Display total file sizes (accepted for compatibility).
+    #[arg(short, long)]
+    pub size: bool,
 }
 
-#[derive(Args)]
-struct RmiArgs {
-    #[arg(required = true)]
-    names: Vec<String>,
-    /// Remove images referenced by several names, too.
+#[derive(Args, Clone)]
+pub struct FormatArgs {
+    /// Format the output using the given Go template (or `json`).
     #[arg(short, long)]
-    force: bool,
+    pub format: Option<String>,
 }
 
-#[derive(Args)]
-struct PruneArgs {
-    /// Remove all images, not only dangling ones.
-    #[arg(short, long)]
-    all: bool,
+#[derive(Args, Clone)]
+pub struct ForceArgs {
     /// Do not prompt for confirmation.
     #[arg(short, long)]
-    force: bool,
+    pub force: bool,
+    /// Provide filter values (accepted for compatibility).
+    #[arg(long)]
+    pub filter: Vec<String>,
 }
 
-#[derive(Args)]
-struct TagArgs {
-    source: String,
-    target: String,
+#[derive(Args, Clone)]
+pub struct PullArgs {
+    /// Image reference (`busybox`, `registry:5000/app:tag`, `name@sha256:...`).
+    pub name: String,
+    /// Suppress progress output; print only the image name.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Platform to pull from a multi-platform image (default: this host's).
+    #[arg(long)]
+    pub platform: Option<String>,
 }
 
-#[derive(Args)]
-struct SaveArgs {
+#[derive(Args, Clone)]
+pub struct PushArgs {
+    /// Local image to push (pushed under its own name).
+    pub name: String,
+    /// Suppress progress output.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Clone)]
+pub struct ImagesArgs {
+    /// Only this repository (and optionally tag).
+    pub reference: Option<String>,
+    /// Show all images (default hides intermediate images).
+    #[arg(short, long)]
+    pub all: bool,
+    /// Only show image IDs.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Show digests.
+    #[arg(long)]
+    pub digests: bool,
+    /// Don't truncate output.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Filter output (dangling=true, reference=PATTERN, label=k=v).
+    #[arg(short, long)]
+    pub filter: Vec<String>,
+    /// `table`, `json`, or a template like `{{.Repository}}:{{.Tag}}`.
+    #[arg(long)]
+    pub format: Option<String>,
+}
+
+#[derive(Args, Clone)]
+pub struct RmiArgs {
     #[arg(required = true)]
-    names: Vec<String>,
+    pub names: Vec<String>,
+    /// Remove images referenced by several names, too.
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+#[derive(Args, Clone)]
+pub struct PruneArgs {
+    /// Remove all unused images, not only dangling ones.
+    #[arg(short, long)]
+    pub all: bool,
+    /// Do not prompt for confirmation.
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+#[derive(Args, Clone)]
+pub struct TagArgs {
+    pub source: String,
+    pub target: String,
+}
+
+#[derive(Args, Clone)]
+pub struct SaveArgs {
+    #[arg(required = true)]
+    pub names: Vec<String>,
     /// Write to a file instead of STDOUT.
     #[arg(short, long)]
-    output: Option<PathBuf>,
+    pub output: Option<PathBuf>,
 }
 
-#[derive(Args)]
-struct LoadArgs {
+#[derive(Args, Clone)]
+pub struct LoadArgs {
     /// Read from a tar archive file instead of STDIN.
     #[arg(short, long)]
-    input: Option<PathBuf>,
+    pub input: Option<PathBuf>,
     /// Suppress the load output.
     #[arg(short, long)]
-    quiet: bool,
+    pub quiet: bool,
 }
 
-#[derive(Args)]
-struct ImportArgs {
+#[derive(Args, Clone)]
+pub struct ImportArgs {
     /// Tarball path, or `-` for STDIN.
-    file: String,
+    pub file: String,
     /// Name for the image (`repo[:tag]`).
-    reference: Option<String>,
+    pub reference: Option<String>,
+    /// Apply Dockerfile instruction to the created image (CMD, ENTRYPOINT, ENV, WORKDIR, ...).
+    #[arg(short, long)]
+    pub change: Vec<String>,
     /// Commit message for the image's history.
     #[arg(short, long)]
-    message: Option<String>,
+    pub message: Option<String>,
+    /// Set platform if server is multi-platform capable.
+    #[arg(long)]
+    pub platform: Option<String>,
 }
 
-#[derive(Args)]
-struct LoginArgs {
+#[derive(Args, Clone)]
+pub struct LoginArgs {
     /// Registry (default: Docker Hub).
-    server: Option<String>,
+    pub server: Option<String>,
     #[arg(short, long)]
-    username: Option<String>,
+    pub username: Option<String>,
     #[arg(short, long)]
-    password: Option<String>,
+    pub password: Option<String>,
     /// Read the password from STDIN.
     #[arg(long)]
-    password_stdin: bool,
+    pub password_stdin: bool,
 }
 
-#[derive(Args)]
-struct LogoutArgs {
-    server: Option<String>,
+#[derive(Args, Clone)]
+pub struct LogoutArgs {
+    pub server: Option<String>,
 }
 
-/// An error already worded for the user, with Docker's exit status.
+/// An error already worded for the user, with the exit status to leave with (None: the
+/// command's default, 125 for `run`/`create`, else 1).
 #[derive(Debug)]
-struct Failure(String);
+pub struct Failure {
+    pub msg: String,
+    pub code: Option<u8>,
+}
 
-impl<E: std::fmt::Display> From<E> for Failure {
-    fn from(e: E) -> Self {
-        Failure(e.to_string())
+impl Failure {
+    pub fn new(msg: impl Into<String>) -> Failure {
+        Failure {
+            msg: msg.into(),
+            code: None,
+        }
+    }
+    pub fn code(mut self, code: u8) -> Failure {
+        self.code = Some(code);
+        self
     }
 }
 
-type CliResult = Result<(), Failure>;
+/// The exit status a daemon error implies: 126/127 when a command could not be executed.
+pub fn exec_failure_code(status: &tonic::Status) -> Option<u8> {
+    if let Some(code) = status
+        .metadata()
+        .get("berth-exit-code")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u8>().ok())
+    {
+        return Some(code);
+    }
+    let m = status.message().to_lowercase();
+    if m.contains("executable file not found")
+        || m.contains("no such file or directory") && (m.contains("exec") || m.contains("start"))
+        || m.contains("command not found")
+    {
+        Some(127)
+    } else if m.contains("permission denied") && (m.contains("exec") || m.contains("start"))
+        || m.contains("not executable")
+        || m.contains("is a directory") && m.contains("exec")
+    {
+        Some(126)
+    } else {
+        None
+    }
+}
+
+impl From<tonic::Status> for Failure {
+    fn from(s: tonic::Status) -> Self {
+        let msg = match s.code() {
+            tonic::Code::Unavailable | tonic::Code::Unknown if s.message().is_empty() => {
+                format!("the Berth daemon hung up ({})", s.code())
+            }
+            _ => s.message().to_owned(),
+        };
+        Failure {
+            msg: format!("Error response from daemon: {msg}"),
+            code: exec_failure_code(&s),
+        }
+    }
+}
+
+macro_rules! failure_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Failure {
+            fn from(e: $t) -> Self {
+                Failure::new(format!("Error: {e}"))
+            }
+        }
+    )*};
+}
+failure_from!(
+    std::io::Error,
+    template::TemplateError,
+    berth_spec::Error,
+    berth_registry::Error,
+    berth_store::Error,
+    serde_json::Error,
+    tonic::transport::Error
+);
+
+pub type CliResult = Result<(), Failure>;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let code = match e.kind() {
+                ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => 0,
+                _ => 125,
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
     if cli.debug {
         output::init_debug_log();
     }
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(Failure(msg)) => {
+    let default_code = match &cli.command {
+        Command::Run(_)
+        | Command::Create(_)
+        | Command::Container(ContainerCommand::Run(_) | ContainerCommand::Create(_)) => 125,
+        _ => 1,
+    };
+    let result = dispatch(cli);
+    tty::restore_terminal();
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(Failure { msg, code }) => {
             // One line, whatever a lower layer's message holds.
-            eprintln!("Error: {}", msg.trim().replace(['\n', '\r'], " "));
-            ExitCode::FAILURE
+            eprintln!("{}", msg.trim().replace(['\n', '\r'], " "));
+            ExitCode::from(code.unwrap_or(default_code))
         }
     }
 }
 
-fn registry_config(cli: &Cli) -> Result<berth_registry::Config, Failure> {
-    let mut config = berth_registry::Config {
-        insecure: cli.insecure_registries.clone(),
-        auth_files: berth_registry::auth::default_files(),
-        ..berth_registry::Config::default()
-    };
-    for m in &cli.registry_mirrors {
-        let (reg, mirror) = m.split_once('=').ok_or_else(|| {
-            Failure(format!(
-                "invalid --registry-mirror {m:?}: expected REGISTRY=MIRROR"
-            ))
-        })?;
-        config
-            .mirrors
-            .entry(reg.to_owned())
-            .or_default()
-            .push(mirror.to_owned());
+/// Everything needed to reach (or start) the daemon.
+pub fn target(cli: &Cli) -> client::Target {
+    let mut daemon_args = Vec::new();
+    if let Some(s) = &cli.snapshotter {
+        daemon_args.extend(["--snapshotter".to_owned(), s.clone()]);
     }
-    Ok(config)
-}
-
-fn service(cli: &Cli) -> Result<ImageService, Failure> {
-    std::fs::create_dir_all(&cli.root).map_err(|e| {
-        Failure(format!(
-            "creating the store root {}: {e}",
-            cli.root.display()
-        ))
-    })?;
-    let kind = match cli.snapshotter.as_deref() {
-        Some("overlayfs") => berth_store::SnapshotterKind::Overlay,
-        Some("native") => berth_store::SnapshotterKind::Native,
-        _ => berth_store::SnapshotterKind::Auto,
-    };
-    Ok(ImageService::open(
-        &cli.root,
-        &cli.namespace,
-        registry_config(cli)?,
-        kind,
-    )?)
+    for r in &cli.insecure_registries {
+        daemon_args.extend(["--insecure-registry".to_owned(), r.clone()]);
+    }
+    for m in &cli.registry_mirrors {
+        daemon_args.extend(["--registry-mirror".to_owned(), m.clone()]);
+    }
+    client::Target::new(
+        cli.root.clone(),
+        cli.state.clone(),
+        cli.host.clone(),
+        cli.namespace.clone(),
+        daemon_args,
+    )
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Failure(format!("starting the async runtime: {e}")))
+        .map_err(|e| Failure::new(format!("Error: starting the async runtime: {e}")))
 }
 
-fn run(cli: Cli) -> CliResult {
+/// Run the command; Ok carries the exit status (a container's for run/start -a/exec/attach).
+fn dispatch(cli: Cli) -> Result<u8, Failure> {
+    // Client-side verbs that need no daemon.
     match &cli.command {
-        Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => pull(&cli, a),
-        Command::Push(a) | Command::Image(ImageCommand::Push(a)) => push(&cli, a),
-        Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => {
-            output::images(&service(&cli)?, a)
+        Command::Completion { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(*shell, &mut cmd, "berth", &mut std::io::stdout());
+            return Ok(0);
         }
-        Command::Inspect(a) | Command::Image(ImageCommand::Inspect(a)) => {
-            output::inspect(&service(&cli)?, a)
+        Command::Man { dir } => {
+            write_man_pages(dir)?;
+            return Ok(0);
         }
-        Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => {
-            let svc = service(&cli)?;
-            let mut failed = None;
-            for n in &a.names {
-                match svc.remove(n, a.force) {
-                    Ok(report) => report.lines.iter().for_each(|l| println!("{l}")),
-                    Err(e) => failed = Some(Failure(e.to_string())),
-                }
-            }
-            failed.map_or(Ok(()), Err)
-        }
-        Command::Image(ImageCommand::Prune(a)) => {
-            if !a.force && std::io::stdin().is_terminal() {
-                let what = if a.all {
-                    "all images without at least one container associated to them"
-                } else {
-                    "all dangling images"
-                };
-                eprint!(
-                    "WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] "
-                );
-                let mut answer = String::new();
-                std::io::stdin().read_line(&mut answer)?;
-                if !answer.trim().eq_ignore_ascii_case("y") {
-                    return Ok(());
-                }
-            }
-            let report = service(&cli)?.prune(a.all)?;
-            if !report.lines.is_empty() {
-                println!("Deleted Images:");
-                report.lines.iter().for_each(|l| println!("{l}"));
-                println!();
-            }
-            println!(
-                "Total reclaimed space: {}",
-                output::human_size(report.reclaimed)
-            );
-            Ok(())
-        }
-        Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => {
-            service(&cli)?.tag(&a.source, &a.target)?;
-            Ok(())
-        }
-        Command::Save(a) | Command::Image(ImageCommand::Save(a)) => save(&cli, a),
-        Command::Load(a) | Command::Image(ImageCommand::Load(a)) => {
-            let svc = service(&cli)?;
-            let loaded = match &a.input {
-                Some(p) => {
-                    let f = std::fs::File::open(p)
-                        .map_err(|e| Failure(format!("opening {}: {e}", p.display())))?;
-                    svc.load(
-                        std::io::BufReader::with_capacity(1 << 20, f),
-                        &p.display().to_string(),
-                    )?
-                }
-                None => {
-                    if std::io::stdin().is_terminal() {
-                        return Err(Failure(
-                            "requested load from stdin, but stdin is empty; use -i FILE or pipe an archive".into(),
-                        ));
-                    }
-                    svc.load(std::io::stdin().lock(), "STDIN")?
-                }
-            };
-            if !a.quiet {
-                for (n, id) in loaded.names.iter().zip(&loaded.ids) {
-                    if n.starts_with("sha256:") {
-                        println!("Loaded image ID: {id}");
-                    } else {
-                        println!("Loaded image: {n}");
-                    }
-                }
-            }
-            Ok(())
-        }
-        Command::Import(a) | Command::Image(ImageCommand::Import(a)) => {
-            let svc = service(&cli)?;
-            let reader: Box<dyn Read> = if a.file == "-" {
-                Box::new(std::io::stdin().lock())
-            } else {
-                Box::new(
-                    std::fs::File::open(&a.file)
-                        .map_err(|e| Failure(format!("opening {}: {e}", a.file)))?,
-                )
-            };
-            let loaded = svc.import(reader, a.reference.as_deref(), a.message.as_deref())?;
-            for id in loaded.ids {
-                println!("{id}");
-            }
-            Ok(())
-        }
-        Command::Login(a) => login(&cli, a),
-        Command::Logout(a) => {
-            let server = a.server.clone().unwrap_or_else(|| "docker.io".into());
-            let files = berth_registry::auth::default_files();
-            let mut removed = false;
-            if let Some(f) = files.first() {
-                removed = berth_registry::auth::erase(f, &server)?;
-            }
-            if removed {
-                println!("Removing login credentials for {server}");
-            } else {
-                println!("Not logged in to {server}");
-            }
-            Ok(())
-        }
+        Command::Login(a) => return images::login(&cli, a).map(|()| 0),
+        Command::Logout(a) => return images::logout(a).map(|()| 0),
         Command::System(SystemCommand::Check { repair }) => {
-            let svc = service(&cli)?;
-            let report = svc.store().check(*repair)?;
-            let text = report.to_string();
-            print!("{text}");
-            if !text.ends_with('\n') {
-                println!();
-            }
-            if report.is_clean() || *repair {
-                Ok(())
-            } else {
-                Err(Failure(
-                    "the store has inconsistencies; run `berth system check --repair` to fix them"
-                        .into(),
-                ))
-            }
+            return images::check(&cli.root, *repair).map(|()| 0);
         }
-        Command::Version => {
-            println!("Berth version {}", env!("CARGO_PKG_VERSION"));
-            Ok(())
+        _ => {}
+    }
+    let t = target(&cli);
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let c = client::connect(&t).await?;
+        run_command(&c, cli.command).await
+    })
+}
+
+fn ok(r: CliResult) -> Result<u8, Failure> {
+    r.map(|()| 0)
+}
+
+async fn run_command(c: &client::Client, command: Command) -> Result<u8, Failure> {
+    use ContainerCommand as CC;
+    use ImageCommand as IC;
+    match command {
+        Command::Run(a) | Command::Container(CC::Run(a)) => containers::run(c, a).await,
+        Command::Create(a) | Command::Container(CC::Create(a)) => {
+            ok(containers::create_cmd(c, a).await)
         }
+        Command::Start(a) | Command::Container(CC::Start(a)) => containers::start(c, a).await,
+        Command::Stop(a) | Command::Container(CC::Stop(a)) => {
+            ok(containers::stop(c, a, false).await)
+        }
+        Command::Restart(a) | Command::Container(CC::Restart(a)) => {
+            ok(containers::stop(c, a, true).await)
+        }
+        Command::Kill(a) | Command::Container(CC::Kill(a)) => ok(containers::kill(c, a).await),
+        Command::Pause(a) | Command::Container(CC::Pause(a)) => {
+            ok(containers::pause(c, a, true).await)
+        }
+        Command::Unpause(a) | Command::Container(CC::Unpause(a)) => {
+            ok(containers::pause(c, a, false).await)
+        }
+        Command::Rm(a) | Command::Container(CC::Rm(a)) => ok(containers::rm(c, a).await),
+        Command::Ps(a) | Command::Container(CC::Ls(a)) => ok(containers::ps(c, a).await),
+        Command::Logs(a) | Command::Container(CC::Logs(a)) => ok(containers::logs(c, a).await),
+        Command::Exec(a) | Command::Container(CC::Exec(a)) => containers::exec(c, a).await,
+        Command::Attach(a) | Command::Container(CC::Attach(a)) => containers::attach(c, a).await,
+        Command::Wait(a) | Command::Container(CC::Wait(a)) => ok(containers::wait(c, a).await),
+        Command::Top(a) | Command::Container(CC::Top(a)) => ok(containers::top(c, a).await),
+        Command::Stats(a) | Command::Container(CC::Stats(a)) => ok(containers::stats(c, a).await),
+        Command::Cp(a) | Command::Container(CC::Cp(a)) => ok(containers::cp(c, a).await),
+        Command::Inspect(a) => ok(containers::inspect(c, a, None).await),
+        Command::Container(CC::Inspect(a)) => {
+            ok(containers::inspect(c, a, Some("container")).await)
+        }
+        Command::Container(CC::Prune(a)) => ok(containers::prune(c, a).await),
+        Command::Events(a) | Command::System(SystemCommand::Events(a)) => {
+            ok(system::events(c, a).await)
+        }
+        Command::Version(a) => ok(system::version(c, a).await),
+        Command::Info(a) | Command::System(SystemCommand::Info(a)) => ok(system::info(c, a).await),
+        Command::System(SystemCommand::Df(a)) => ok(system::df(c, a).await),
+        Command::System(SystemCommand::Prune(a)) => ok(system::prune(c, a).await),
+        Command::Pull(a) | Command::Image(IC::Pull(a)) => ok(images::pull(c, &a).await),
+        Command::Push(a) | Command::Image(IC::Push(a)) => ok(images::push(c, &a).await),
+        Command::Images(a) | Command::Image(IC::Ls(a)) => ok(images::images(c, &a).await),
+        Command::Image(IC::Inspect(a)) => ok(containers::inspect(c, a, Some("image")).await),
+        Command::Rmi(a) | Command::Image(IC::Rm(a)) => ok(images::rmi(c, &a).await),
+        Command::Image(IC::Prune(a)) => ok(images::prune(c, &a).await),
+        Command::Tag(a) | Command::Image(IC::Tag(a)) => ok(images::tag(c, &a).await),
+        Command::Save(a) | Command::Image(IC::Save(a)) => ok(images::save(c, &a).await),
+        Command::Load(a) | Command::Image(IC::Load(a)) => ok(images::load(c, &a).await),
+        Command::Import(a) | Command::Image(IC::Import(a)) => ok(images::import(c, &a).await),
+        Command::Completion { .. }
+        | Command::Man { .. }
+        | Command::Login(_)
+        | Command::Logout(_)
+        | Command::System(SystemCommand::Check { .. }) => Ok(0),
     }
 }
 
-fn pull(cli: &Cli, a: &PullArgs) -> CliResult {
-    let platform: Option<Platform> = a.platform.as_deref().map(str::parse).transpose()?;
-    let reporter = progress::Reporter::new(a.quiet);
-    let svc = service(cli)?.with_progress(reporter.callback());
-    let pulled = runtime()?.block_on(svc.pull(&a.name, platform.as_ref()));
-    reporter.finish();
-    let pulled = pulled?;
-    if !a.quiet {
-        println!("Digest: {}", pulled.digest);
-        let familiar = berth_image::familiar_name(&pulled.name);
-        if pulled.downloaded > 0 {
-            println!("Status: Downloaded newer image for {familiar}");
+fn write_man_pages(dir: &std::path::Path) -> CliResult {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Failure::new(format!("Error: creating {}: {e}", dir.display())))?;
+    fn walk(cmd: &clap::Command, prefix: &str, dir: &std::path::Path) -> CliResult {
+        let name = if prefix.is_empty() {
+            cmd.get_name().to_owned()
         } else {
-            println!("Status: Image is up to date for {familiar}");
+            format!("{prefix}-{}", cmd.get_name())
+        };
+        let page = cmd.clone().name(name.clone());
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(page).render(&mut buf)?;
+        let path = dir.join(format!("{name}.1"));
+        std::fs::write(&path, buf)
+            .map_err(|e| Failure::new(format!("Error: writing {}: {e}", path.display())))?;
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            walk(sub, &name, dir)?;
         }
+        Ok(())
     }
-    println!("{}", pulled.name);
-    Ok(())
-}
-
-fn push(cli: &Cli, a: &PushArgs) -> CliResult {
-    let reporter = progress::Reporter::new(a.quiet);
-    let svc = service(cli)?.with_progress(reporter.callback());
-    let pushed = runtime()?.block_on(svc.push(&a.name, None, None));
-    reporter.finish();
-    let digest = pushed?;
-    if !a.quiet {
-        println!("digest: {digest}");
-    }
-    Ok(())
-}
-
-fn save(cli: &Cli, a: &SaveArgs) -> CliResult {
-    let svc = service(cli)?;
-    match &a.output {
-        Some(path) => {
-            // Write beside the destination and rename, so a failed save leaves no half file.
-            let dir = path
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(std::path::Path::new("."));
-            let tmp = tempfile::NamedTempFile::new_in(dir)
-                .map_err(|e| Failure(format!("creating a file in {}: {e}", dir.display())))?;
-            svc.save(
-                &a.names,
-                std::io::BufWriter::with_capacity(1 << 20, tmp.as_file()),
-            )?;
-            tmp.persist(path)
-                .map_err(|e| Failure(format!("writing {}: {e}", path.display())))?;
-            Ok(())
-        }
-        None => {
-            if std::io::stdout().is_terminal() {
-                return Err(Failure(
-                    "cowardly refusing to save to a terminal. Use the -o flag or redirect".into(),
-                ));
-            }
-            svc.save(
-                &a.names,
-                std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock()),
-            )?;
-            Ok(())
-        }
-    }
-}
-
-fn login(cli: &Cli, a: &LoginArgs) -> CliResult {
-    let server = a.server.clone().unwrap_or_else(|| "docker.io".into());
-    let user = match &a.username {
-        Some(u) => u.clone(),
-        None => {
-            eprint!("Username: ");
-            let mut u = String::new();
-            std::io::stdin().read_line(&mut u)?;
-            u.trim().to_owned()
-        }
-    };
-    let password = if a.password_stdin {
-        let mut p = String::new();
-        std::io::stdin().read_to_string(&mut p)?;
-        p.trim_end_matches(['\n', '\r']).to_owned()
-    } else if let Some(p) = &a.password {
-        eprintln!("WARNING! Using --password via the CLI is insecure. Use --password-stdin.");
-        p.clone()
-    } else {
-        return Err(Failure(
-            "a password is required: use --password-stdin (or -p)".into(),
-        ));
-    };
-    if user.is_empty() {
-        return Err(Failure("a username is required: use -u".into()));
-    }
-    let client = berth_registry::Client::new(registry_config(cli)?)?;
-    runtime()?.block_on(client.login(&server, &user, &password))?;
-    let files = berth_registry::auth::default_files();
-    let file = files
-        .first()
-        .ok_or_else(|| Failure("no place to store credentials (no home directory)".into()))?;
-    berth_registry::auth::store(file, &server, &user, &password)?;
-    println!("Login Succeeded");
-    Ok(())
+    let mut cmd = Cli::command();
+    cmd.build();
+    walk(&cmd, "", dir)
 }

@@ -1,11 +1,10 @@
 //! Docker-style output: tables, `--format json`, small Go-template-style formats, sizes and ages.
 
-use std::time::{Duration, SystemTime};
+use std::io::IsTerminal;
 
-use berth_image::{ImageService, ImageSummary};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::{CliResult, Failure, ImagesArgs, InspectArgs};
+use crate::Failure;
 
 pub fn init_debug_log() {
     tracing_subscriber::fmt()
@@ -44,204 +43,102 @@ pub fn human_size(bytes: u64) -> String {
     format!("{trimmed}{}", UNITS[i])
 }
 
-/// Docker's "2 months ago".
-pub fn since(created: Option<&str>) -> String {
-    let Some(t) = created.and_then(|c| {
-        humantime::parse_rfc3339_weak(c.split('.').next()?.trim_end_matches('Z'))
-            .ok()
-            .or_else(|| humantime::parse_rfc3339(c).ok())
-    }) else {
-        return "N/A".into();
-    };
-    let age = SystemTime::now()
-        .duration_since(t)
-        .unwrap_or(Duration::ZERO)
-        .as_secs();
-    let (n, unit) = match age {
-        0..60 => return "Less than a minute ago".into(),
-        60..3600 => (age / 60, "minute"),
-        3600..86_400 => (age / 3600, "hour"),
-        86_400..604_800 => (age / 86_400, "day"),
-        604_800..2_592_000 => (age / 604_800, "week"),
-        2_592_000..31_536_000 => (age / 2_592_000, "month"),
-        _ => (age / 31_536_000, "year"),
-    };
-    if n == 1 {
-        format!("{} {unit} ago", if unit == "hour" { "An" } else { "1" })
+/// go-units' HumanDuration (`5 seconds`, `About a minute`, `3 hours`, `2 weeks`).
+pub fn human_duration(secs: u64) -> String {
+    let minutes = secs / 60;
+    let hours = (secs + 1800) / 3600;
+    match secs {
+        0 => "Less than a second".into(),
+        1 => "1 second".into(),
+        2..60 => format!("{secs} seconds"),
+        _ if minutes == 1 => "About a minute".into(),
+        _ if minutes < 60 => format!("{minutes} minutes"),
+        _ if hours == 1 => "About an hour".into(),
+        _ if hours < 48 => format!("{hours} hours"),
+        _ if hours < 24 * 7 * 2 => format!("{} days", hours / 24),
+        _ if hours < 24 * 30 * 2 => format!("{} weeks", hours / 24 / 7),
+        _ if hours < 24 * 365 * 2 => format!("{} months", hours / 24 / 30),
+        _ => format!("{} years", secs / 3600 / 24 / 365),
+    }
+}
+
+/// go-units' BytesSize: binary units, four significant digits (`1.5MiB`, `7.543GiB`).
+pub fn bytes_size(bytes: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    #[allow(clippy::cast_precision_loss)] // a display value
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    let int_digits = if v >= 1000.0 {
+        4
+    } else if v >= 100.0 {
+        3
+    } else if v >= 10.0 {
+        2
     } else {
-        format!("{n} {unit}s ago")
-    }
-}
-
-fn image_json(s: &ImageSummary, no_trunc: bool) -> Value {
-    let id = if no_trunc {
-        s.id.to_string()
-    } else {
-        berth_image::format::short_id(&s.id).to_owned()
+        1
     };
-    json!({
-        "Containers": "N/A",
-        "CreatedAt": s.created.clone().unwrap_or_default(),
-        "CreatedSince": since(s.created.as_deref()),
-        "Digest": s.digest.to_string(),
-        "ID": id,
-        "Repository": s.repository,
-        "SharedSize": "N/A",
-        "Size": human_size(s.size),
-        "Tag": s.tag,
-        "UniqueSize": "N/A",
-        "VirtualSize": human_size(s.size),
-    })
+    let s = format!("{v:.prec$}", prec = 4usize.saturating_sub(int_digits));
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        s
+    };
+    format!("{s}{}", UNITS[i])
 }
 
-/// Render a Go-template-style format: `{{.Field}}`, `{{.A.B}}`, `{{json .}}`, `{{json .Field}}`.
-pub fn render(template: &str, v: &Value) -> Result<String, Failure> {
-    let template = template.replace("\\t", "\t").replace("\\n", "\n");
-    let mut out = String::new();
-    let mut rest = template.as_str();
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let end = rest[start..]
-            .find("}}")
-            .ok_or_else(|| Failure(format!("template: unclosed action in {template:?}")))?;
-        let action = rest[start + 2..start + end].trim();
-        let (json_fn, path) = match action.strip_prefix("json ") {
-            Some(p) => (true, p.trim()),
-            None => (false, action),
-        };
-        if !path.starts_with('.') {
-            return Err(Failure(format!(
-                "template: unsupported action {{{{{action}}}}}: use {{{{.Field}}}} or {{{{json .Field}}}}"
-            )));
-        }
-        let mut cur = v;
-        for part in path.split('.').filter(|p| !p.is_empty()) {
-            cur = cur.get(part).ok_or_else(|| {
-                Failure(format!("template: field {part:?} does not exist in {path}"))
-            })?;
-        }
-        if json_fn {
-            out.push_str(&serde_json::to_string(cur).expect("json"));
-        } else {
-            match cur {
-                Value::String(s) => out.push_str(s),
-                Value::Null => out.push_str("<no value>"),
-                other => out.push_str(&other.to_string()),
-            }
-        }
-        rest = &rest[start + end + 2..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-pub fn images(svc: &ImageService, a: &ImagesArgs) -> CliResult {
-    let mut list = svc.list()?;
-    if let Some(r) = &a.reference {
-        let (repo, tag) = r
-            .rsplit_once(':')
-            .filter(|(_, t)| !t.contains('/'))
-            .map_or((r.as_str(), None), |(a, b)| (a, Some(b)));
-        let want = berth_image::familiar_name(&format!("{repo}:x"));
-        let want_repo = want.trim_end_matches(":x");
-        list.retain(|s| s.repository == want_repo && tag.is_none_or(|t| t == s.tag));
-    }
-    if a.quiet {
-        let mut seen = std::collections::HashSet::new();
-        for s in &list {
-            let id = if a.no_trunc {
-                s.id.to_string()
-            } else {
-                berth_image::format::short_id(&s.id).to_owned()
-            };
-            if seen.insert(id.clone()) {
-                println!("{id}");
-            }
-        }
-        return Ok(());
-    }
-    match a.format.as_deref() {
-        Some("json") => {
-            for s in &list {
-                println!("{}", image_json(s, a.no_trunc));
-            }
-        }
-        Some(t) if t != "table" && !t.starts_with("table ") => {
-            for s in &list {
-                println!("{}", render(t, &image_json(s, a.no_trunc))?);
-            }
-        }
-        _ => {
-            let mut rows = vec![];
-            let mut header = vec!["REPOSITORY", "TAG"];
-            if a.digests {
-                header.push("DIGEST");
-            }
-            header.extend(["IMAGE ID", "CREATED", "SIZE"]);
-            rows.push(header.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
-            for s in &list {
-                let j = image_json(s, a.no_trunc);
-                let mut row = vec![s.repository.clone(), s.tag.clone()];
-                if a.digests {
-                    row.push(s.digest.to_string());
-                }
-                row.push(j["ID"].as_str().unwrap_or_default().to_owned());
-                row.push(j["CreatedSince"].as_str().unwrap_or_default().to_owned());
-                row.push(j["Size"].as_str().unwrap_or_default().to_owned());
-                rows.push(row);
-            }
-            print_table(&rows);
-        }
-    }
-    Ok(())
-}
-
-/// Columns padded to the widest cell plus three spaces, like Docker's tabwriter.
-pub fn print_table(rows: &[Vec<String>]) {
+/// Lines of tab-separated cells, aligned like Docker's tabwriter (min width 10, padding 3).
+pub fn print_tabbed(lines: &[String]) {
+    let rows: Vec<Vec<&str>> = lines.iter().map(|l| l.split('\t').collect()).collect();
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {
             rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
+                .filter(|r| c + 1 < r.len())
+                .map(|r| r[c].chars().count() + 3)
                 .max()
                 .unwrap_or(0)
+                .max(10)
         })
         .collect();
-    for r in rows {
-        let mut line = String::new();
+    let mut out = String::new();
+    for r in &rows {
         for (c, cell) in r.iter().enumerate() {
             if c + 1 == r.len() {
-                line.push_str(cell);
+                out.push_str(cell);
             } else {
-                line.push_str(&format!("{cell:<w$}   ", w = widths[c]));
+                out.push_str(cell);
+                let pad = widths[c].saturating_sub(cell.chars().count());
+                out.extend(std::iter::repeat_n(' ', pad));
             }
         }
-        println!("{line}");
+        out.push('\n');
     }
+    let mut stdout = std::io::stdout().lock();
+    let _ = std::io::Write::write_all(&mut stdout, out.as_bytes());
 }
 
-pub fn inspect(svc: &ImageService, a: &InspectArgs) -> CliResult {
-    let mut docs = Vec::new();
-    let mut missing = None;
-    for n in &a.names {
-        match svc.inspect(n) {
-            Ok(v) => docs.push(v),
-            Err(e) => missing = Some(e.to_string()),
-        }
+/// JSON indented with four spaces, as Docker prints `inspect`.
+pub fn pretty_json(v: &Value) -> String {
+    let mut buf = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
+    let _ = serde::Serialize::serialize(v, &mut ser);
+    String::from_utf8(buf).unwrap_or_default()
+}
+
+/// Docker's `[y/N]` prompt, asked only when stdin is a terminal (scripts proceed).
+pub fn confirm(warning: &str) -> Result<bool, Failure> {
+    if !std::io::stdin().is_terminal() {
+        return Ok(true);
     }
-    match &a.format {
-        Some(t) => {
-            for d in &docs {
-                println!("{}", render(t, d)?);
-            }
-        }
-        None => println!(
-            "{}",
-            serde_json::to_string_pretty(&Value::Array(docs)).expect("json")
-        ),
-    }
-    missing.map_or(Ok(()), |m| Err(Failure(m)))
+    eprint!("{warning}\nAre you sure you want to continue? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(answer.trim().eq_ignore_ascii_case("y"))
 }
 
 #[cfg(test)]
@@ -257,17 +154,15 @@ mod tests {
     }
 
     #[test]
-    fn templates_render_fields_and_json() {
-        let v = json!({"Repository": "busybox", "Tag": "latest", "Config": {"Env": ["A=1"]}});
-        assert_eq!(
-            render("{{.Repository}}:{{.Tag}}", &v).unwrap(),
-            "busybox:latest"
-        );
-        assert_eq!(
-            render("{{json .Config}}", &v).unwrap(),
-            r#"{"Env":["A=1"]}"#
-        );
-        assert!(render("{{.Nope}}", &v).is_err());
-        assert!(render("{{.Repository", &v).is_err());
+    fn durations_and_binary_sizes_like_docker() {
+        assert_eq!(human_duration(0), "Less than a second");
+        assert_eq!(human_duration(5), "5 seconds");
+        assert_eq!(human_duration(70), "About a minute");
+        assert_eq!(human_duration(600), "10 minutes");
+        assert_eq!(human_duration(3600), "About an hour");
+        assert_eq!(human_duration(3 * 86_400), "3 days");
+        assert_eq!(bytes_size(0), "0B");
+        assert_eq!(bytes_size(1536 * 1024), "1.5MiB");
+        assert_eq!(bytes_size(8_100_000_000), "7.544GiB");
     }
 }

@@ -35,7 +35,7 @@ fn a_connection_cut_mid_layer_is_resumed() {
     let b = Berth::new();
     let name = format!("{}/e2e/cut:v1", proxy.addr);
     b.ok(&["pull", "-q", &name]);
-    with_image_root(&b.root(), &chain_top(&b, &name), |root| {
+    with_image_root(&b, &chain_top(&b, &name), |root| {
         assert!(
             std::fs::read(root.join("data/blob")).unwrap() == data,
             "layer content intact"
@@ -45,7 +45,7 @@ fn a_connection_cut_mid_layer_is_resumed() {
 }
 
 #[test]
-fn kill_9_during_a_pull_leaves_a_store_the_next_pull_completes() {
+fn kill_9_of_berthd_during_a_pull_leaves_a_store_the_next_pull_completes() {
     berth_testutil::require_root();
     let reg = Registry::start(Auth::None);
     let data = big_image(&reg, "e2e/kill");
@@ -54,25 +54,41 @@ fn kill_9_during_a_pull_leaves_a_store_the_next_pull_completes() {
     let b = Berth::new();
     let name = format!("{}/e2e/kill:v1", proxy.addr);
     for delay_ms in [300u64, 1500] {
-        let mut child = b.cmd(&["pull", "-q", &name]).spawn().unwrap();
+        // The daemon is up before the pull starts, so the delay is all pull.
+        b.ok(&["images", "-q"]);
+        let daemon = b.daemon_pid().expect("berthd runs");
+        let child = b
+            .cmd(&["pull", "-q", &name])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
         let t = Instant::now();
         std::thread::sleep(Duration::from_millis(delay_ms));
+        // SAFETY: kill(2) of this test's own berthd.
+        unsafe { libc::kill(daemon, libc::SIGKILL) };
+        let out = child.wait_with_output().unwrap();
         assert!(
-            child.try_wait().unwrap().is_none(),
+            !out.status.success(),
             "the pull finished before the kill ({:?})",
             t.elapsed()
         );
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        while b.daemon_pid().is_some() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let check = b.run(&["system", "check"]);
         let text = String::from_utf8_lossy(&check.stdout).to_string();
         assert!(
             check.status.success(),
-            "store inconsistent after kill -9: {text}"
+            "store inconsistent after kill -9 of berthd: {text} {}",
+            String::from_utf8_lossy(&check.stderr)
         );
     }
+    // The next command starts a new berthd, which completes the pull.
     b.ok(&["pull", "-q", &name]);
-    with_image_root(&b.root(), &chain_top(&b, &name), |root| {
+    with_image_root(&b, &chain_top(&b, &name), |root| {
         assert!(std::fs::read(root.join("data/blob")).unwrap() == data);
     });
     b.ok(&["system", "check", "--repair"]);
@@ -110,7 +126,7 @@ fn two_pulls_of_one_image_at_once_both_succeed() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    with_image_root(&b.root(), &chain_top(&b, &name), |root| {
+    with_image_root(&b, &chain_top(&b, &name), |root| {
         assert!(std::fs::read(root.join("data/blob")).unwrap() == data);
     });
     b.assert_clean();

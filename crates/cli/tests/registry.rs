@@ -35,7 +35,7 @@ fn an_image_copied_in_by_skopeo_pulls_and_its_layers_are_applied() {
     );
     assert!(images.contains("v1"), "{images}");
 
-    with_image_root(&b.root(), &chain_top(&b, &name), |root| {
+    with_image_root(&b, &chain_top(&b, &name), |root| {
         assert_eq!(
             std::fs::read_to_string(root.join("etc/berth-layer2")).unwrap(),
             "hello from layer 2\n"
@@ -134,7 +134,7 @@ fn an_image_pushed_by_berth_is_read_by_skopeo_and_its_save_by_skopeo_oci_archive
     let id1 = b.ok(&["images", "-q", "local/imported"]);
     let id2 = b2.ok(&["images", "-q", "local/imported"]);
     assert_eq!(id1, id2);
-    with_image_root(&b2.root(), &chain_top(&b2, "local/imported:v1"), |root| {
+    with_image_root(&b2, &chain_top(&b2, "local/imported:v1"), |root| {
         assert_eq!(
             std::fs::read_to_string(root.join("etc/hello")).unwrap(),
             "pushed by berth\n"
@@ -393,7 +393,7 @@ fn docker_schema2_zstd_and_native_snapshots_pull_by_tag_and_digest() {
             } else {
                 assert!(mt.ends_with("+zstd"), "{mt}");
             }
-            with_image_root(&b.root(), &chain_top(&b, &name), |root| {
+            with_image_root(&b, &chain_top(&b, &name), |root| {
                 assert_eq!(
                     std::fs::read_to_string(root.join("etc/berth-layer2")).unwrap(),
                     "hello from layer 2\n"
@@ -437,7 +437,7 @@ fn docker_archives_from_skopeo_load_and_platforms_are_selectable() {
     );
     let loaded = b.ok(&["load", "-i", archive.to_str().unwrap()]);
     assert!(loaded.contains("Loaded image: example/app:v1"), "{loaded}");
-    with_image_root(&b.root(), &chain_top(&b, "example/app:v1"), |root| {
+    with_image_root(&b, &chain_top(&b, "example/app:v1"), |root| {
         assert!(root.join("etc/berth-layer2").exists());
         assert!(!root.join("etc/group").exists());
     });
@@ -526,7 +526,8 @@ fn malicious_layers_are_refused_and_nothing_escapes() {
         b.ok(&["images", "-q"]).trim().is_empty(),
         "nothing recorded"
     );
-    // No extraction snapshot is left behind either.
+    // No extraction snapshot is left behind either (berthd holds the store: stop it first).
+    b.stop_daemon();
     let store = berth_store::Store::open(&b.root()).unwrap();
     assert!(store.snapshots.list("default").unwrap().is_empty());
     drop(store);

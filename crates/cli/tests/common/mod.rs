@@ -13,13 +13,25 @@ use sha2::{Digest as _, Sha256};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_berth");
 
-/// A private Berth store and credential file; removed on drop.
+/// A private Berth root with its own auto-started berthd, and isolated credentials. Dropping it
+/// removes every container, stops that berthd (and any shim left), unmounts everything below
+/// the directory and removes it, even when the test failed.
 pub struct Berth {
     pub dir: tempfile::TempDir,
 }
 
 impl Berth {
     pub fn new() -> Berth {
+        berth_testutil::require_root();
+        let bin = Path::new(BIN);
+        for sibling in ["berthd", "berth-shim"] {
+            berth_testutil::require(
+                bin.with_file_name(sibling).exists(),
+                &format!(
+                    "{sibling} next to {BIN} (build every binary first: cargo build --workspace --bins)"
+                ),
+            );
+        }
         Berth {
             dir: tempfile::Builder::new()
                 .prefix("berth-e2e-")
@@ -30,6 +42,15 @@ impl Berth {
 
     pub fn root(&self) -> PathBuf {
         self.dir.path().join("root")
+    }
+
+    /// The state directory berth derives for a non-default root.
+    pub fn state(&self) -> PathBuf {
+        self.root().join("run")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.state().join("berth.sock")
     }
 
     pub fn auth_file(&self) -> PathBuf {
@@ -43,12 +64,35 @@ impl Berth {
             .env("BERTH_AUTH_FILE", self.auth_file())
             .env("DOCKER_CONFIG", self.dir.path().join("docker"))
             .env_remove("BERTH_NAMESPACE")
+            .env_remove("BERTH_HOST")
+            .env_remove("BERTH_STATE")
             .stdin(Stdio::null());
         c
     }
 
+    /// Run and capture everything. Output goes through files, not pipes, so nothing that
+    /// outlives the command (berthd, a shim) can keep the test waiting for a pipe to close.
     pub fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().expect("running berth")
+        let out = tempfile::tempfile().expect("create a file for stdout");
+        let err = tempfile::tempfile().expect("create a file for stderr");
+        let status = self
+            .cmd(args)
+            .stdout(out.try_clone().expect("dup"))
+            .stderr(err.try_clone().expect("dup"))
+            .status()
+            .expect("running berth");
+        let read = |mut f: std::fs::File| {
+            use std::io::{Read, Seek};
+            let mut v = Vec::new();
+            f.seek(std::io::SeekFrom::Start(0)).expect("rewind");
+            f.read_to_end(&mut v).expect("read output");
+            v
+        };
+        Output {
+            status,
+            stdout: read(out),
+            stderr: read(err),
+        }
     }
 
     /// Run and require success; returns stdout.
@@ -61,6 +105,21 @@ impl Berth {
         berth_testutil::failed(&format!("berth {args:?}"), &self.run(args))
     }
 
+    /// Run, require exit status `code`; returns (stdout, stderr).
+    pub fn exits(&self, code: i32, args: &[&str]) -> (String, String) {
+        let out = self.run(args);
+        let (o, e) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "berth {args:?}: stdout {o:?} stderr {e:?}"
+        );
+        (o, e)
+    }
+
     /// Run with `input` on stdin; require success.
     pub fn ok_stdin(&self, args: &[&str], input: &[u8]) -> String {
         let mut child = self
@@ -70,17 +129,128 @@ impl Berth {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn berth");
-        child.stdin.take().unwrap().write_all(input).unwrap();
-        berth_testutil::succeeded(
-            &format!("berth {args:?}"),
-            &child.wait_with_output().unwrap(),
-        )
+        let mut stdin = child.stdin.take().unwrap();
+        let input = input.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        berth_testutil::succeeded(&format!("berth {args:?}"), &out)
     }
 
-    /// `berth system check` reports a clean store.
+    /// `berth system check` reports a clean store (berthd holds the store open, so it is
+    /// stopped first; the next command starts it again).
     pub fn assert_clean(&self) {
+        self.stop_daemon();
         let out = self.ok(&["system", "check"]);
         assert!(!out.to_lowercase().contains("corrupt"), "{out}");
+    }
+
+    /// Load the busybox test image as `busybox:latest` (Cmd `sh`, PATH set).
+    pub fn busybox(&self) {
+        let tar = busybox_image_tar();
+        let path = self.dir.path().join("busybox-image.tar");
+        std::fs::write(&path, tar).unwrap();
+        let out = self.ok(&["load", "-q", "-i", path.to_str().unwrap()]);
+        let _ = out;
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    /// The pid of this root's berthd, if one runs.
+    pub fn daemon_pid(&self) -> Option<i32> {
+        let pid: i32 = std::fs::read_to_string(self.state().join("berthd.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+    }
+
+    /// Stop this root's berthd (SIGTERM, then SIGKILL), waiting until it is gone.
+    pub fn stop_daemon(&self) {
+        let Some(pid) = self.daemon_pid() else { return };
+        for (sig, rounds) in [(libc::SIGTERM, 500), (libc::SIGKILL, 500)] {
+            // SAFETY: kill(2) on a pid read from this root's pid file; no memory is involved.
+            unsafe { libc::kill(pid, sig) };
+            for _ in 0..rounds {
+                if !process_alive(pid) {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // A zombie ("Z") has exited; its parent (not us) reaps it.
+        Ok(s) => s
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z"),
+        Err(_) => false,
+    }
+}
+
+impl Drop for Berth {
+    fn drop(&mut self) {
+        let dir = self.dir.path().to_string_lossy().into_owned();
+        // Remove the containers through the daemon (only if one is up: never start one here).
+        if self.daemon_pid().is_some() {
+            let ids = self.run(&["ps", "-aq", "--no-trunc"]);
+            let ids = String::from_utf8_lossy(&ids.stdout).into_owned();
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let mut args = vec!["rm", "-f"];
+                args.extend(ids);
+                let _ = self.run(&args);
+            }
+        }
+        self.stop_daemon();
+        // Anything still running from this root (shims, container processes holding its paths).
+        for pid in berth_testutil::host::processes_with(&dir) {
+            // SAFETY: kill(2) of a leftover process of this test; no memory is involved.
+            unsafe { libc::kill(i32::try_from(pid).unwrap_or(0), libc::SIGKILL) };
+        }
+        let mut mounts = berth_testutil::host::mounts_containing(&dir);
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let c = std::ffi::CString::new(m).unwrap();
+            // SAFETY: umount2 of a mount point below this test's own directory.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
+
+/// The busybox image as an OCI layout in a tar (built once per test binary).
+pub fn busybox_image_tar() -> Vec<u8> {
+    static TAR: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    TAR.get_or_init(|| {
+        let root = tempfile::tempdir().unwrap();
+        berth_testutil::busybox_rootfs(root.path());
+        let layers = vec![layer(&[Entry::Tree(root.path().to_owned())])];
+        let layout = tempfile::tempdir().unwrap();
+        write_layout(
+            layout.path(),
+            "busybox:latest",
+            &layers,
+            ("linux", host_arch()),
+        );
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_dir_all(".", layout.path()).unwrap();
+        b.into_inner().unwrap()
+    })
+    .clone()
+}
+
+/// This host's architecture in OCI terms.
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
     }
 }
 
@@ -247,8 +417,10 @@ pub fn skopeo_push(layout: &Path, tag: &str, addr: &str, repo: &str, creds: Opti
 }
 
 /// Mount a read-only view of the image's top snapshot and run `f` on it; always unmounts.
-pub fn with_image_root(root: &Path, chain_top: &str, f: impl FnOnce(&Path)) {
-    let store = berth_store::Store::open(root).expect("open store");
+pub fn with_image_root(b: &Berth, chain_top: &str, f: impl FnOnce(&Path)) {
+    // berthd holds the store open: stop it (the next berth command starts it again).
+    b.stop_daemon();
+    let store = berth_store::Store::open(&b.root()).expect("open store");
     let key = format!("test-view-{}", std::process::id());
     let mounts = store
         .snapshots
