@@ -8,6 +8,7 @@ pub const WARMUP_ROUNDS: usize = 3;
 pub const USAGE: &str = "\
 usage: berth-bench [runtime] [OPTIONS]
        berth-bench pull [OPTIONS]      (see `berth-bench pull --help`)
+       berth-bench engine [OPTIONS]    (see `berth-bench engine --help`)
 
 Times berth-runtime, runc, crun and a bare unshare+chroot floor starting /bin/true from one
 prepared busybox bundle, interleaved round-robin, then measures the peak resident set of
@@ -16,6 +17,7 @@ prepared busybox bundle, interleaved round-robin, then measures the peak residen
 modes:
   runtime              (default) the comparison above
   pull                 cold pull + unpack of a large image: berth, containerd, podman, tar
+  engine               the engine (berthd, shims, the berth CLI) against containerd and podman
 
 options:
       --runs N         timed rounds (default 30; 20 or more for meaningful p10/p90)
@@ -44,6 +46,7 @@ pub struct Args {
 pub enum Parsed {
     Run(Args),
     Pull(crate::pull_args::PullArgs),
+    Engine(crate::engine_args::EngineArgs),
     Help(&'static str),
 }
 
@@ -85,6 +88,9 @@ pub fn parse() -> Result<Parsed, String> {
     if std::env::args_os().nth(1).is_some_and(|m| m == "pull") {
         return crate::pull_args::parse(lexopt::Parser::from_iter(std::env::args_os().skip(1)));
     }
+    if std::env::args_os().nth(1).is_some_and(|m| m == "engine") {
+        return crate::engine_args::parse(lexopt::Parser::from_iter(std::env::args_os().skip(1)));
+    }
     let mut a = Args {
         runs: 30,
         rss_runs: 10,
@@ -107,7 +113,7 @@ pub fn parse() -> Result<Parsed, String> {
             Value(v) if !mode_seen && v == "runtime" => mode_seen = true,
             Value(v) => {
                 return Err(format!(
-                    "unknown mode {:?}: the modes are `runtime` and `pull` (which must come first)",
+                    "unknown mode {:?}: the modes are `runtime`, `pull` and `engine` (which must come first)",
                     v.to_string_lossy()
                 ));
             }

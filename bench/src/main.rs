@@ -1,11 +1,15 @@
 //! `berth-bench`: starts `/bin/true` from one prepared bundle with berth-runtime, runc, crun
 //! and a bare `unshare`+`chroot` floor, interleaved round-robin in one run, and prints medians,
 //! percentiles and ratios; then the peak resident set of `create`; then one `RESULT {json}`
-//! line for machines. `berth-bench pull` compares cold image pulls instead (`pull.rs`). See
+//! line for machines. `berth-bench pull` compares cold image pulls instead (`pull.rs`);
+//! `berth-bench engine` the container engine against containerd and podman (`engine.rs`). See
 //! README.md beside this crate.
 
 mod args;
 mod bundle;
+mod engine;
+mod engine_args;
+mod engine_support;
 mod pull;
 mod pull_args;
 mod pull_support;
@@ -24,6 +28,7 @@ use args::{Parsed, USAGE};
 enum Mode {
     Runtime(args::Args),
     Pull(pull_args::PullArgs),
+    Engine(engine_args::EngineArgs),
 }
 
 /// Errors are messages for the operator: what failed, on what, and what to do.
@@ -33,15 +38,16 @@ fn main() {
     let mode = match args::parse() {
         Ok(Parsed::Run(a)) => Mode::Runtime(a),
         Ok(Parsed::Pull(a)) => Mode::Pull(a),
+        Ok(Parsed::Engine(a)) => Mode::Engine(a),
         Ok(Parsed::Help(text)) => {
             print!("{text}");
             return;
         }
         Err(e) => {
-            let usage = if std::env::args_os().nth(1).is_some_and(|m| m == "pull") {
-                pull_args::USAGE
-            } else {
-                USAGE
+            let usage = match std::env::args_os().nth(1) {
+                Some(m) if m == "pull" => pull_args::USAGE,
+                Some(m) if m == "engine" => engine_args::USAGE,
+                _ => USAGE,
             };
             eprintln!("berth-bench: {e}\n\n{usage}");
             std::process::exit(2);
@@ -53,6 +59,7 @@ fn main() {
     let result = match &mode {
         Mode::Runtime(a) => runtime::run(a),
         Mode::Pull(a) => pull::run(a),
+        Mode::Engine(a) => engine::run(a),
     };
     if let Err(e) = result {
         eprintln!("berth-bench: error: {e}");

@@ -458,6 +458,11 @@ impl Containerd {
         self.dir.join("containerd.sock")
     }
 
+    /// The daemon's pid, while it runs.
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().and_then(|c| i32::try_from(c.id()).ok())
+    }
+
     /// Where containerd keeps content and snapshots.
     pub fn root(&self) -> PathBuf {
         self.dir.join("root")
