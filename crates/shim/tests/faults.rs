@@ -74,6 +74,13 @@ fn the_shim_survives_its_spawner_being_killed() {
         .parse()
         .unwrap();
     assert_eq!(init_ppid, shim_pid);
+    // Attach only once "up" is in the log: output from before an attach is not replayed, so
+    // attaching earlier would race with the container's first line.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !fx.log_entries().iter().any(|(_, l)| l == "up\n") {
+        assert!(std::time::Instant::now() < deadline, "no \"up\" in the log");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let stream = c.attach(None, false).unwrap();
     c.kill(libc::SIGUSR1, false).unwrap();
     let (out, _, exit) = collect(&stream);
