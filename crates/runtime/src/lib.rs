@@ -18,6 +18,7 @@ pub mod namespaces;
 pub mod process;
 pub mod rlimits;
 pub mod rootfs;
+pub mod seccomp_cache;
 pub mod signal;
 pub mod spec;
 pub mod state;

@@ -176,7 +176,7 @@ fn check(rt: &Runtime, opts: &CreateOpts, mode: StartMode) -> Result<Checked> {
 
     let seccomp = match linux.seccomp() {
         Some(profile) => {
-            let p = berth_seccomp::compile(profile)?;
+            let p = crate::seccomp_cache::compile(rt.root.path(), profile)?;
             for w in &p.warnings {
                 tracing::warn!("seccomp: {w}");
             }
