@@ -11,10 +11,11 @@
 //! `berth-shim init -- CMD...` (a tiny pid 1 for `--init`).
 //!
 //! Deviations from / additions to the shared contract (also in
-//! /work/notes/engine/A-api.md): `ShimConfig.runtime = None` does not run the berth-runtime
-//! library inside the shim's serve loop but in a short-lived child of the shim (this same
-//! binary, `berth-shim runtime ...`, with runc's command line), exactly as `Some(runc)` runs
-//! runc; the serve loop's resident set stays small and both cases share one path. Additive API:
+//! /work/notes/engine/A-api.md): `ShimConfig.runtime = None` runs the berth-runtime library
+//! not inside the serve loop itself but in a forked copy of the shim (no exec of any runtime
+//! binary; the same entry point as `berth-shim runtime ...`, with runc's command line), much as
+//! `Some(runc)` runs runc as a child: the serve loop's resident set stays small and both cases
+//! share one path (`server::runtime`). Additive API:
 //! `ShimState::{log_dropped, log_error}`, `ExecRequest`/`ExecHandle` fields, `Client::wait_exec`,
 //! `Client::shim_pid`, `Client::bundle`, `Stream::shutdown_write`, `Error::exit_code_hint`,
 //! [`read_exit`].

@@ -1,12 +1,17 @@
-//! Running the OCI runtime: always as a child process with runc's command line.
+//! Running the OCI runtime for one operation (create, start, kill, delete, exec, ...), always
+//! with runc's command line and semantics.
 //!
-//! With `--runtime BIN` that is the given binary (runc, crun, youki); without, it is this very
-//! executable in its `runtime` mode (see `crate::helper`), which drives the berth-runtime
-//! library. The serve loop therefore never executes the runtime library's code itself, which
-//! keeps its resident set small, and both cases share one code path.
+//! * With `--runtime BIN` (runc, crun, youki) the binary runs as a child process.
+//! * Without, the berth-runtime library runs in a **forked copy of the shim** (no `execve`):
+//!   the child calls the same entry point as `berth-shim runtime ARGS...` (`crate::helper`)
+//!   and exits. No runtime binary is loaded, so an operation costs a `fork` of this small
+//!   process instead of an exec and start-up of a 3 MB one (about 1 ms each, three per
+//!   `run --rm`), while the serve loop itself never executes the runtime library's code and its
+//!   resident set stays small (the child's pages are its own copy-on-write copies).
 //!
-//! Every command runs with the bundle as its working directory, so the console socket, pid
-//! files and process files are named relatively (bundle paths may exceed `sun_path`).
+//! Either way the operation runs with the bundle as its working directory, so the console
+//! socket, pid files and process files are named relatively (bundle paths may exceed
+//! `sun_path`), and reports errors in its `--log` file as runc does.
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::OwnedFd;
@@ -63,14 +68,12 @@ impl Stdio3 {
 }
 
 impl Runtime {
+    /// The child process for a runtime binary (`--runtime BIN`); without one the operation
+    /// is forked instead ([`Runtime::fork_helper`]) and this command is never spawned.
     fn command(&self, args: &[&OsStr]) -> Command {
         let mut cmd = match &self.bin {
             Some(bin) => Command::new(bin),
-            None => {
-                let mut c = Command::new("/proc/self/exe");
-                c.arg("runtime");
-                c
-            }
+            None => Command::new("/proc/self/exe"),
         };
         cmd.arg("--root")
             .arg(&self.root)
@@ -107,31 +110,37 @@ impl Runtime {
             .unwrap_or_default();
         let log = self.bundle.join(RUNTIME_LOG);
         let _ = std::fs::remove_file(&log);
-        let mut cmd = self.command(args);
         let starts_process = stdio.process;
-        cmd.stdin(stdio.stdin.map_or_else(Stdio::null, Stdio::from));
-        cmd.stdout(match (stdio.stdout, capture) {
-            (Some(fd), _) => Stdio::from(fd),
-            (None, true) => Stdio::piped(),
-            (None, false) => Stdio::null(),
-        });
-        // The runtime's own stderr is the container's when it starts a process; otherwise we
-        // keep it to report what it says if its log says nothing.
-        cmd.stderr(match stdio.stderr {
-            Some(fd) => Stdio::from(fd),
-            None if starts_process => Stdio::null(),
-            None => Stdio::piped(),
-        });
+        let mut cmd = self.command(args);
+        let stdio_fds = if self.bin.is_none() {
+            Some(stdio)
+        } else {
+            cmd.stdin(stdio.stdin.map_or_else(Stdio::null, Stdio::from));
+            cmd.stdout(match (stdio.stdout, capture) {
+                (Some(fd), _) => Stdio::from(fd),
+                (None, true) => Stdio::piped(),
+                (None, false) => Stdio::null(),
+            });
+            // The runtime's own stderr is the container's when it starts a process; otherwise
+            // we keep it to report what it says if its log says nothing.
+            cmd.stderr(match stdio.stderr {
+                Some(fd) => Stdio::from(fd),
+                None if starts_process => Stdio::null(),
+                None => Stdio::piped(),
+            });
+            None
+        };
         let name = self
             .bin
             .as_ref()
             .map_or_else(|| OsString::from("berth-runtime"), |b| b.as_os_str().into());
-        let out = cmd
-            .spawn()
-            .and_then(|c| c.wait_with_output())
-            .map_err(|e| format!("run {} {verb}: {e}", name.to_string_lossy()))?;
-        // The Command (and its copies of the container's fds) is dropped by now.
-        drop(cmd);
+        let out = if self.bin.is_none() {
+            drop(cmd);
+            self.fork_helper(args, stdio_fds, capture)
+        } else {
+            cmd.spawn().and_then(|c| c.wait_with_output())
+        }
+        .map_err(|e| format!("run {} {verb}: {e}", name.to_string_lossy()))?;
         let logged = std::fs::read_to_string(&log).unwrap_or_default();
         let _ = std::fs::remove_file(&log);
         if out.status.success() {
@@ -157,6 +166,104 @@ impl Runtime {
                 self.id,
                 out.status
             ),
+        })
+    }
+
+    /// Run the berth-runtime library in a forked copy of this process (see the module docs):
+    /// the child gets `stdio` as its fds 0-2 (/dev/null where absent; stdout captured through
+    /// a pipe with `capture`), enters the bundle, unblocks signals, runs `crate::helper::main`
+    /// and `_exit`s with its code. The shim is single-threaded, so the child may allocate.
+    fn fork_helper(
+        &self,
+        args: &[&OsStr],
+        stdio: Option<Stdio3>,
+        capture: bool,
+    ) -> std::io::Result<std::process::Output> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::ExitStatusExt;
+        let stdio = stdio.unwrap_or_default();
+        let devnull = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")?;
+        let captured = if capture && stdio.stdout.is_none() {
+            Some(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
+        } else {
+            None
+        };
+        let mut argv: Vec<OsString> = vec![
+            "--root".into(),
+            self.root.clone().into_os_string(),
+            "--log".into(),
+            self.bundle.join(RUNTIME_LOG).into_os_string(),
+            "--log-format".into(),
+            "json".into(),
+        ];
+        argv.extend(args.iter().map(|a| a.to_os_string()));
+        let fd_in = stdio
+            .stdin
+            .as_ref()
+            .map_or(devnull.as_raw_fd(), |f| f.as_raw_fd());
+        let fd_out = match (&stdio.stdout, &captured) {
+            (Some(f), _) => f.as_raw_fd(),
+            (None, Some((_, w))) => w.as_raw_fd(),
+            (None, None) => devnull.as_raw_fd(),
+        };
+        let fd_err = stdio
+            .stderr
+            .as_ref()
+            .map_or(devnull.as_raw_fd(), |f| f.as_raw_fd());
+        // SAFETY: the shim is single-threaded, so the child is a complete copy of a consistent
+        // process; it only runs our own code and leaves with `_exit`, never returning here.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if pid == 0 {
+            let code = (|| {
+                for (fd, target) in [(fd_in, 0), (fd_out, 1), (fd_err, 2)] {
+                    // SAFETY: dup2 onto the standard fds of this child; both are valid fds.
+                    if unsafe { libc::dup2(fd, target) } < 0 {
+                        return 127;
+                    }
+                }
+                if std::env::set_current_dir(&self.bundle).is_err()
+                    || unblock_all_signals().is_err()
+                {
+                    return 127;
+                }
+                let code = crate::helper::main(&argv);
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+                code
+            })();
+            // SAFETY: leave the forked child without running the parent's destructors.
+            unsafe { libc::_exit(code) };
+        }
+        // The parent's copies of the container's fds must go now: a pipe's reader sees EOF
+        // only once every writer is closed.
+        drop(stdio);
+        drop(devnull);
+        let mut stdout = Vec::new();
+        if let Some((r, w)) = captured {
+            drop(w);
+            std::io::Read::read_to_end(&mut std::fs::File::from(r), &mut stdout)?;
+        }
+        let mut status = 0;
+        loop {
+            // SAFETY: waitpid on our own child with a valid out-pointer.
+            let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+            if r == pid {
+                break;
+            }
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+        Ok(std::process::Output {
+            status: std::process::ExitStatus::from_raw(status),
+            stdout,
+            stderr: Vec::new(),
         })
     }
 }
