@@ -20,6 +20,7 @@ mod io;
 mod logs;
 mod names;
 mod observe;
+mod reaper;
 mod record;
 mod recover;
 mod service;
@@ -148,6 +149,7 @@ pub(crate) struct Inner {
     images: Mutex<HashMap<String, ImageService>>,
     events: events::EventBus,
     index: Mutex<container::Index>,
+    reaper: reaper::Reaper,
 }
 
 impl Engine {
@@ -183,6 +185,7 @@ impl Engine {
             images: Mutex::new(HashMap::new()),
             events: events::EventBus::new(),
             index: Mutex::new(container::Index::default()),
+            reaper: reaper::Reaper::start(),
         }));
         recover::boot(&engine);
         Ok(engine)
@@ -253,6 +256,11 @@ impl Engine {
 
     pub(crate) fn runtime_root(&self) -> PathBuf {
         self.0.cfg.state.join("runtime")
+    }
+
+    /// The background deleter of removed containers' directories.
+    pub(crate) fn reaper(&self) -> &reaper::Reaper {
+        &self.0.reaper
     }
 }
 

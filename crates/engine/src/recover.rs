@@ -24,6 +24,8 @@ fn is_id(s: &str) -> bool {
 }
 
 pub(crate) fn boot(e: &Engine) {
+    e.reaper().purge(&e.config().root.join("containers"));
+    e.reaper().purge(&e.config().state.join("shims"));
     let mut restart = Vec::new();
     let mut known = HashSet::new();
     let dir = e.config().root.join("containers");

@@ -634,17 +634,22 @@ impl Engine {
         self.cleanup_leftovers(&c.ns, &c.id);
         let bundle = self.bundle_dir(&c.id);
         let rootfs = bundle.join("rootfs");
-        if is_mountpoint(&rootfs) {
-            berth_store::unmount(&rootfs).map_err(|e| {
-                RpcStatus::internal(format!(
+        // Try the unmount first: reading mountinfo (large with many containers) is only
+        // needed to tell "not mounted" from a real failure.
+        if let Err(e) = berth_store::unmount(&rootfs) {
+            if is_mountpoint(&rootfs) {
+                return Err(RpcStatus::internal(format!(
                     "cannot remove container {}: {}",
                     c.id,
                     err_chain(&e)
-                ))
-            })?;
+                )));
+            }
         }
-        match self.store().snapshots.remove(&c.ns, &c.id) {
-            Ok(()) | Err(berth_store::Error::NotFound { .. }) => {}
+        // The directories are made unreachable now and deleted in the background
+        // (`reaper.rs`): the snapshot's by dropping its record, the others by a rename.
+        match self.store().snapshots.remove_later(&c.ns, &c.id) {
+            Ok(dir) => self.reaper().delete(dir),
+            Err(berth_store::Error::NotFound { .. }) => {}
             Err(e) => {
                 return Err(RpcStatus::internal(format!(
                     "cannot remove the snapshot of container {}: {}",
@@ -653,18 +658,9 @@ impl Engine {
                 )));
             }
         }
-        let _ = std::fs::remove_dir_all(&bundle);
-        let dir = self.containers_dir(&c.id);
-        std::fs::remove_dir_all(&dir).or_else(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Ok(())
-            } else {
-                Err(RpcStatus::internal(format!(
-                    "cannot remove {}: {e}",
-                    dir.display()
-                )))
-            }
-        })
+        self.reaper().trash(&bundle);
+        self.reaper().trash(&self.containers_dir(&c.id));
+        Ok(())
     }
 
     /// Kill what a dead shim may have left (processes, cgroup, runtime state). Idempotent.

@@ -533,8 +533,22 @@ impl Snapshotter {
     /// Remove a snapshot and its directory. Refuses (with [`Error::HasChildren`]) while other
     /// snapshots have it as parent. The record goes first, then the directory.
     pub fn remove(&self, ns: &str, key: &str) -> Result<(), Error> {
+        let id = self.remove_record(ns, key)?;
+        remove_tree(&self.id_dir(id))
+    }
+
+    /// Remove a snapshot's record and return its directory, for the caller to delete off its
+    /// critical path (deleting a container's upper directory costs milliseconds on some
+    /// filesystems). From the moment this returns the directory is a stray: nothing refers to
+    /// it, and if the caller never deletes it (a crash), [`Store::gc`](crate::Store) removes it.
+    pub fn remove_later(&self, ns: &str, key: &str) -> Result<PathBuf, Error> {
+        let id = self.remove_record(ns, key)?;
+        Ok(self.id_dir(id))
+    }
+
+    fn remove_record(&self, ns: &str, key: &str) -> Result<u64, Error> {
         check_ns(ns)?;
-        let id = self.meta.write("remove snapshot", |tx| {
+        self.meta.write("remove snapshot", |tx| {
             let mut t = tx
                 .open_table(SNAPSHOTS)
                 .map_err(self.meta.e("open snapshots"))?;
@@ -556,8 +570,7 @@ impl Snapshotter {
             t.remove(nskey(ns, key).as_str())
                 .map_err(self.meta.e("delete snapshot"))?;
             Ok(rec.id)
-        })?;
-        remove_tree(&self.id_dir(id))
+        })
     }
 
     /// A snapshot's information, or `None`.
