@@ -3,9 +3,9 @@
 //! [`Engine`] owns everything berthd knows: the image store, one [`ImageService`] per namespace,
 //! the event bus, and an in-memory index of containers (id, name per namespace, state) backed by
 //! one `container.json` record per container under `ROOT/containers/<id>/`. Running containers
-//! are supervised through their shims (`berth-shim`, one process per container): a thread per
-//! running container blocks in the shim's `wait` and feeds the exit back into the index, so no
-//! request ever has to ask every shim for its state.
+//! are supervised through their shims (`berth-shim`, one process per container): a task per
+//! running container waits on the shim's socket for the exit and feeds it back into the index
+//! (no thread per container), so no request ever has to ask every shim for its state.
 
 // Service code returns `tonic::Status` (176 bytes) as its error: it is what every RPC answers
 // with, built once per failed request, so boxing it would only add an allocation.

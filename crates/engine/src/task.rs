@@ -18,9 +18,6 @@ const SIGKILL: i32 = 9;
 const SIGTERM: i32 = 15;
 /// How long a force-remove or a stop waits for the exit after SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(30);
-/// Stack of an exit-monitor thread: it only blocks in one shim call.
-const MONITOR_STACK: usize = 64 * 1024;
-
 /// A shim error as a gRPC status; a process that could not be started carries its exit code
 /// (126/127) in the [`EXIT_CODE_KEY`] metadata.
 pub(crate) fn shim_status(what: &str, e: &berth_shim::Error) -> RpcStatus {
@@ -178,19 +175,26 @@ impl Engine {
     }
 
     /// Watch the exit of the run `run` on a small thread blocked in the shim's `wait`.
+    ///
+    /// The wait is a task on the daemon's runtime reading the shim's answer from an idle
+    /// socket, so hundreds of running containers cost no threads. If that fails (the shim
+    /// died or answered oddly) the blocking [`wait_exit`] takes over, which also knows how
+    /// to read `exit.json`.
     pub(crate) fn monitor(&self, c: Arc<Container>, client: Arc<Client>, run: u64) {
         let e = self.clone();
-        let rt = tokio::runtime::Handle::current();
-        let spawned = std::thread::Builder::new()
-            .name("berth-wait".into())
-            .stack_size(MONITOR_STACK)
-            .spawn(move || {
-                let exit = wait_exit(&client);
-                rt.spawn(async move { e.on_exit(c, client, run, exit).await });
-            });
-        if let Err(err) = spawned {
-            tracing::error!("cannot start the exit monitor thread: {err}");
-        }
+        tokio::spawn(async move {
+            let exit = match wait_async(&client).await {
+                Ok(exit) => exit,
+                Err(err) => {
+                    tracing::debug!("wait on shim {}: {err}", client.bundle().display());
+                    let cl = client.clone();
+                    blocking(move || wait_exit(&cl))
+                        .await
+                        .unwrap_or_else(|_| lost_exit())
+                }
+            };
+            e.on_exit(c, client, run, exit).await;
+        });
     }
 
     /// The main process of run `run` exited: delete the shim, record the exit, wake waiters,
@@ -707,6 +711,29 @@ impl Engine {
         }
         Ok((deleted, bytes))
     }
+}
+
+/// Wait for the main process's exit on the shim's socket without blocking a thread.
+async fn wait_async(client: &Client) -> Result<ExitInfo, String> {
+    use tokio::io::AsyncReadExt;
+    let sock = client.wait_begin().map_err(|e| err_chain(&e))?;
+    sock.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let mut sock = tokio::net::UnixStream::from_std(sock).map_err(|e| e.to_string())?;
+    let mut head = [0u8; 5];
+    sock.read_exact(&mut head)
+        .await
+        .map_err(|e| format!("read the answer: {e}"))?;
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    if len > berth_shim::MAX_ANSWER {
+        return Err(format!("an answer of {len} bytes is too large"));
+    }
+    let mut payload = vec![0u8; len];
+    sock.read_exact(&mut payload)
+        .await
+        .map_err(|e| format!("read the answer: {e}"))?;
+    client
+        .wait_answer(head[0], &payload)
+        .map_err(|e| err_chain(&e))
 }
 
 /// Block until the main process exits. If the shim cannot be asked (it died), use what it left

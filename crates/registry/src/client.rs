@@ -88,7 +88,9 @@ impl std::fmt::Debug for Client {
 }
 
 pub(crate) struct Inner {
-    pub(crate) http: reqwest::Client,
+    /// Built at the first request: loading the system's root certificates costs memory and
+    /// time that a daemon which never pulls should not pay.
+    http: std::sync::OnceLock<reqwest::Client>,
     pub(crate) config: Config,
     state: Mutex<State>,
     /// Parsed credential files, refreshed when they change.
@@ -296,16 +298,9 @@ impl Client {
     /// A client with `config`. Builds the HTTPS stack (rustls, the system's root
     /// certificates).
     pub fn new(config: Config) -> Result<Client, Error> {
-        let http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .connect_timeout(Duration::from_secs(30))
-            .read_timeout(Duration::from_secs(120))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
         Ok(Client {
             inner: Arc::new(Inner {
-                http,
+                http: std::sync::OnceLock::new(),
                 config,
                 state: Mutex::new(State::default()),
                 files: Mutex::new(auth::FileCache::default()),
@@ -322,6 +317,21 @@ impl Client {
     pub fn with_backoff(mut self, base: Duration, max: Duration) -> Client {
         self.backoff = Backoff { base, max };
         self
+    }
+
+    /// The HTTP client, built on first use.
+    fn http(&self) -> Result<&reqwest::Client, Error> {
+        if let Some(h) = self.inner.http.get() {
+            return Ok(h);
+        }
+        let built = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .connect_timeout(Duration::from_secs(30))
+            .read_timeout(Duration::from_secs(120))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+        Ok(self.inner.http.get_or_init(|| built))
     }
 
     /// The configuration.
@@ -479,7 +489,7 @@ impl Client {
         let what = format!("token request to {realm} for {host}");
         let mut attempt = 0;
         let resp = loop {
-            let mut req = self.inner.http.get(url.clone());
+            let mut req = self.http()?.get(url.clone());
             if let Some((u, p)) = creds {
                 req = req.header(header::AUTHORIZATION, basic(u, p));
             }
@@ -690,7 +700,7 @@ impl Client {
         let mut challenged = false;
         loop {
             let authz = self.authorization(ep, scope).await?;
-            let mut req = build(&self.inner.http)?;
+            let mut req = build(self.http()?)?;
             if let Some(a) = &authz {
                 req = req.header(header::AUTHORIZATION, a);
             }
@@ -1237,7 +1247,7 @@ impl Client {
             async move {
                 let mut attempt = 0;
                 loop {
-                    let mut req = self.inner.http.get(&url);
+                    let mut req = self.http()?.get(&url);
                     if let Some(a) = &authz {
                         req = req.header(header::AUTHORIZATION, a);
                     }

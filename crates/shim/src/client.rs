@@ -326,6 +326,31 @@ impl Client {
         Self::exit_from(&self.simple("wait")?)
     }
 
+    /// [`Client::wait`] for callers that wait on many shims at once (berthd, from an async
+    /// runtime, with no thread per container): connect and send the request, and return the
+    /// connection. Its answer is one frame, `[kind u8][len u32 big-endian][payload]` (at most
+    /// [`crate::MAX_ANSWER`] bytes), arriving when the main process exits; decode it with
+    /// [`Client::wait_answer`]. Connecting to a unix socket and writing one small frame do not
+    /// block.
+    pub fn wait_begin(&self) -> Result<UnixStream> {
+        let sock = self.connection()?;
+        write_frame(&sock, proto::REQUEST, b"wait")
+            .map_err(|e| Error::io(format!("talk to the shim of {}", self.bundle.display()), e))?;
+        Ok(sock)
+    }
+
+    /// Decode the frame that answers [`Client::wait_begin`].
+    pub fn wait_answer(&self, kind: u8, payload: &[u8]) -> Result<ExitInfo> {
+        match kind {
+            proto::OK => Self::exit_from(&String::from_utf8_lossy(payload)),
+            proto::ERR => Err(runtime_or_refused(payload)),
+            k => Err(Error::Protocol(format!(
+                "unexpected frame {:?} in answer to \"wait\"",
+                char::from(k)
+            ))),
+        }
+    }
+
     /// Freeze the container.
     pub fn pause(&self) -> Result<()> {
         self.simple("pause").map(drop)

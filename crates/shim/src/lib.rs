@@ -136,6 +136,10 @@ mod text;
 pub use client::{Client, Frame, Stream, connect, spawn};
 pub use error::{Error, Result};
 
+/// The largest frame a shim sends (the bound a reader of [`Client::wait_begin`]'s answer
+/// should enforce).
+pub const MAX_ANSWER: usize = proto::MAX_FRAME;
+
 /// The `berth-shim` binary's entry point (after `berth_runtime::entrypoint()`): dispatches on
 /// the first argument. Returns the process exit code.
 pub fn main_entry() -> i32 {
