@@ -13,6 +13,7 @@ mod progress;
 mod system;
 mod template;
 mod tty;
+mod volumes;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -144,6 +145,9 @@ pub enum Command {
     /// Manage Berth.
     #[command(subcommand)]
     System(SystemCommand),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(volumes::VolumeCommand),
     /// Show the Berth version information.
     Version(FormatArgs),
     /// Display system-wide information.
@@ -854,7 +858,8 @@ fn main() -> ExitCode {
     let default_code = match &cli.command {
         Command::Run(_)
         | Command::Create(_)
-        | Command::Container(ContainerCommand::Run(_) | ContainerCommand::Create(_)) => 125,
+        | Command::Container(ContainerCommand::Run(_) | ContainerCommand::Create(_))
+        | Command::Volume(_) => 125,
         _ => 1,
     };
     let result = dispatch(cli);
@@ -972,6 +977,7 @@ async fn run_command(c: &client::Client, command: Command) -> Result<u8, Failure
         Command::Info(a) | Command::System(SystemCommand::Info(a)) => ok(system::info(c, a).await),
         Command::System(SystemCommand::Df(a)) => ok(system::df(c, a).await),
         Command::System(SystemCommand::Prune(a)) => ok(system::prune(c, a).await),
+        Command::Volume(v) => ok(volumes::run(c, v).await),
         Command::Pull(a) | Command::Image(IC::Pull(a)) => ok(images::pull(c, &a).await),
         Command::Push(a) | Command::Image(IC::Push(a)) => ok(images::push(c, &a).await),
         Command::Images(a) | Command::Image(IC::Ls(a)) => ok(images::images(c, &a).await),

@@ -25,6 +25,7 @@ mod recover;
 mod service;
 mod system;
 mod task;
+mod volumes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -148,6 +149,7 @@ pub(crate) struct Inner {
     images: Mutex<HashMap<String, ImageService>>,
     events: events::EventBus,
     index: Mutex<container::Index>,
+    volumes: volumes::State,
 }
 
 impl Engine {
@@ -167,6 +169,7 @@ impl Engine {
                 source,
             })?;
         }
+        volumes::boot_cleanup(&cfg.root);
         // berthd is the store's only user: keep its database open for the daemon's life.
         berth_store::hold_open();
         let store =
@@ -183,12 +186,13 @@ impl Engine {
             images: Mutex::new(HashMap::new()),
             events: events::EventBus::new(),
             index: Mutex::new(container::Index::default()),
+            volumes: volumes::State::default(),
         }));
         recover::boot(&engine);
         Ok(engine)
     }
 
-    /// The four berth.v1 services, ready to serve.
+    /// The berth.v1 services, ready to serve.
     pub fn router(&self) -> tonic::transport::server::Router {
         use berth_api::v1::{
             containers_server::ContainersServer, images_server::ImagesServer,
@@ -201,6 +205,9 @@ impl Engine {
                 self.clone(),
             )))
             .add_service(TasksServer::new(service::TasksService::new(self.clone())))
+            .add_service(berth_api::v1::volumes_server::VolumesServer::new(
+                volumes::VolumesService::new(self.clone()),
+            ))
     }
 
     /// The configuration.
