@@ -219,7 +219,7 @@ pub enum SystemCommand {
     /// Show disk usage.
     Df(FormatArgs),
     /// Remove stopped containers and dangling (with -a: unused) images.
-    Prune(PruneArgs),
+    Prune(SystemPruneArgs),
     /// Show system-wide information.
     Info(FormatArgs),
     /// Get real time events from the server.
@@ -682,6 +682,16 @@ pub struct RmiArgs {
     /// Remove images referenced by several names, too.
     #[arg(short, long)]
     pub force: bool,
+}
+
+/// `system prune`'s flags: `image prune`'s plus `--volumes`.
+#[derive(Args, Clone)]
+pub struct SystemPruneArgs {
+    #[command(flatten)]
+    pub base: PruneArgs,
+    /// Also remove unused anonymous volumes.
+    #[arg(long)]
+    pub volumes: bool,
 }
 
 #[derive(Args, Clone)]

@@ -482,10 +482,54 @@ fn image_volumes_become_populated_anonymous_volumes() {
     assert_eq!(m["Type"], "volume", "{c}");
     assert_eq!(m["Destination"], "/srv");
     let anon = m["Name"].as_str().unwrap().to_owned();
-    assert_eq!(lines(&b.ok(&["volume", "ls", "-q"])), std::slice::from_ref(&anon));
+    assert_eq!(
+        lines(&b.ok(&["volume", "ls", "-q"])),
+        std::slice::from_ref(&anon)
+    );
     // A user mount on the same path replaces the image's volume.
     b.ok(&["run", "--rm", "-v", "named:/srv", "volimg", "true"]);
     assert_eq!(b.ok(&["volume", "ls", "-q"]).lines().count(), 2);
     b.ok(&["rm", "-v", "iv"]);
     assert_eq!(lines(&b.ok(&["volume", "ls", "-q"])), ["named"]);
+}
+
+#[test]
+fn system_df_and_prune_cover_volumes() {
+    let b = berth();
+    b.ok(&[
+        "run", "--name", "holder", "-v", "held:/h", "busybox", "true",
+    ]);
+    b.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "big:/d",
+        "busybox",
+        "dd",
+        "if=/dev/zero",
+        "of=/d/f",
+        "bs=1024",
+        "count=1024",
+    ]);
+    b.ok(&["run", "--name", "anon", "-v", "/a", "busybox", "true"]);
+    b.ok(&["rm", "anon"]);
+    let df = b.ok(&[
+        "system",
+        "df",
+        "--format",
+        "{{.Type}}|{{.TotalCount}}|{{.Active}}|{{.Reclaimable}}",
+    ]);
+    let row = df
+        .lines()
+        .find(|l| l.starts_with("Local Volumes|"))
+        .unwrap_or_else(|| panic!("no Local Volumes row: {df}"));
+    let f: Vec<&str> = row.split('|').collect();
+    assert_eq!((f[1], f[2]), ("3", "1"), "{row}");
+    assert!(f[3].contains("MB") || f[3].contains("kB"), "{row}");
+    // --volumes: only unused anonymous volumes go (Docker 23+).
+    let out = b.ok(&["system", "prune", "-f", "--volumes"]);
+    assert!(out.contains("Deleted Volumes:"), "{out}");
+    let mut left = lines(&b.ok(&["volume", "ls", "-q"]));
+    left.sort();
+    assert_eq!(left, ["big", "held"]);
 }

@@ -539,11 +539,10 @@ impl Engine {
         }
     }
 
-    /// Unused volumes of `ns` and their sizes (for `system df`): (count, in use, bytes, unused bytes).
-    #[allow(dead_code)]
-    pub(crate) fn volumes_usage(&self, ns: &str) -> (u64, u64, u64, u64) {
+    /// The `Local Volumes` row of `system df`: reclaimable = the size of unused volumes.
+    pub(crate) fn volumes_df(&self, ns: &str) -> berth_api::v1::DfRow {
         let pending = self.pending();
-        let (mut n, mut used, mut bytes, mut free) = (0, 0, 0, 0);
+        let (mut n, mut used, mut bytes, mut free) = (0i64, 0i64, 0u64, 0u64);
         for m in self.list_metas(ns) {
             let size = berth_store::disk_usage(&self.volume_dir(ns, &m.name).join(DATA_DIR))
                 .map_or(0, |(b, _)| b);
@@ -555,7 +554,13 @@ impl Engine {
                 used += 1;
             }
         }
-        (n, used, bytes, free)
+        berth_api::v1::DfRow {
+            kind: "Local Volumes".into(),
+            total: n,
+            active: used,
+            size: i64::try_from(bytes).unwrap_or(i64::MAX),
+            reclaimable: i64::try_from(free).unwrap_or(i64::MAX),
+        }
     }
 
     /// `volume prune`: unused anonymous volumes, or with `all` every unused volume.
