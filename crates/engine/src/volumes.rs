@@ -866,10 +866,18 @@ mod tests {
 
     #[test]
     fn copy_up_populates_only_an_empty_volume() {
-        let root = tempfile::tempdir().unwrap();
+        // /var/tmp: a disk file system with user xattrs (a tmpfs /tmp may lack them).
+        let root = tempfile::tempdir_in("/var/tmp").unwrap();
         let rootfs = root.path().join("rootfs");
         std::fs::create_dir_all(rootfs.join("srv/sub")).unwrap();
         std::fs::write(rootfs.join("srv/sub/f"), "image").unwrap();
+        rustix::fs::setxattr(
+            rootfs.join("srv/sub/f"),
+            "user.berth",
+            b"kept",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
         std::os::unix::fs::symlink("sub/f", rootfs.join("srv/link")).unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(rootfs.join("srv"), std::fs::Permissions::from_mode(0o700))
@@ -882,6 +890,9 @@ mod tests {
             std::fs::read_to_string(data.join("sub/f")).unwrap(),
             "image"
         );
+        let mut buf = [0u8; 16];
+        let n = rustix::fs::getxattr(data.join("sub/f"), "user.berth", &mut buf[..]).unwrap();
+        assert_eq!(&buf[..n], b"kept", "extended attributes are copied");
         assert_eq!(
             std::fs::read_link(data.join("link")).unwrap(),
             Path::new("sub/f")
