@@ -533,3 +533,28 @@ fn system_df_and_prune_cover_volumes() {
     left.sort();
     assert_eq!(left, ["big", "held"]);
 }
+
+#[test]
+fn volumes_belong_to_their_namespace() {
+    let b = Berth::new();
+    b.ok(&["volume", "create", "shared-name"]);
+    assert!(
+        b.ok(&["--namespace", "k8s.io", "volume", "ls", "-q"])
+            .trim()
+            .is_empty()
+    );
+    refused(
+        &b,
+        &["--namespace", "k8s.io", "volume", "inspect", "shared-name"],
+        "no such volume",
+    );
+    b.ok(&["--namespace", "k8s.io", "volume", "create", "shared-name"]);
+    let a = mountpoint(&b, "shared-name");
+    let other = inspect(
+        &b,
+        &["--namespace", "k8s.io", "volume", "inspect", "shared-name"],
+    );
+    assert_ne!(other["Mountpoint"].as_str().unwrap(), a.to_str().unwrap());
+    b.ok(&["--namespace", "k8s.io", "volume", "rm", "shared-name"]);
+    assert_eq!(lines(&b.ok(&["volume", "ls", "-q"])), ["shared-name"]);
+}
