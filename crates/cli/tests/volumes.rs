@@ -213,6 +213,21 @@ fn copy_up_fills_a_new_volume_and_never_overwrites() {
         ]
     );
 
+    // A volume on /etc gets the image's /etc, and the managed files stay visible over it.
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "--hostname",
+        "etc-host",
+        "-v",
+        "etcv:/etc",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /etc/hostname; head -1 /etc/passwd",
+    ]);
+    assert_eq!(lines(&out), ["etc-host", "root:x:0:0:root:/root:/bin/sh"]);
+
     // An already-populated volume is not overwritten.
     b.ok(&["run", "--rm", "-v", "pop:/x", "busybox", "touch", "/x/mine"]);
     let out = b.ok(&["run", "--rm", "-v", "pop:/home", "busybox", "ls", "/home"]);

@@ -1600,6 +1600,28 @@ fn user_mounts_replace_defaults_and_sort_parents_first() {
 }
 
 #[test]
+fn managed_etc_files_are_mounted_after_a_mount_on_etc() {
+    let f = Fixture::new();
+    let host = tempfile::tempdir().unwrap();
+    let hs = host.path().display().to_string();
+    let b = f
+        .build(&ContainerConfig {
+            mounts: vec![parse::volume(&format!("{hs}:/etc")).unwrap()],
+            ..Default::default()
+        })
+        .unwrap();
+    let ms = b.spec.mounts().as_ref().unwrap();
+    let pos = |d: &str| {
+        ms.iter()
+            .position(|m| m.destination() == Path::new(d))
+            .unwrap()
+    };
+    for f in ["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"] {
+        assert!(pos("/etc") < pos(f), "{f} must not be hidden by /etc");
+    }
+}
+
+#[test]
 fn duplicate_mount_points_are_errors() {
     let f = Fixture::new();
     let host = tempfile::tempdir().unwrap();
