@@ -573,3 +573,20 @@ fn volumes_belong_to_their_namespace() {
     b.ok(&["--namespace", "k8s.io", "volume", "rm", "shared-name"]);
     assert_eq!(lines(&b.ok(&["volume", "ls", "-q"])), ["shared-name"]);
 }
+
+#[test]
+fn in_use_survives_a_daemon_restart() {
+    let b = berth();
+    b.ok(&[
+        "create", "--name", "later", "-v", "kept:/k", "busybox", "true",
+    ]);
+    b.stop_daemon();
+    // The next berthd knows from the record that "later" uses the volume.
+    refused(&b, &["volume", "rm", "kept"], "volume is in use");
+    let c = inspect(&b, &["inspect", "later"]);
+    assert_eq!(c["Mounts"][0]["Name"], "kept", "{c}");
+    b.ok(&["rm", "-v", "later"]);
+    // -v never removes a named volume.
+    assert_eq!(lines(&b.ok(&["volume", "ls", "-q"])), ["kept"]);
+    b.ok(&["volume", "rm", "kept"]);
+}
