@@ -84,6 +84,9 @@ impl Client {
     pub fn tasks(&self) -> TasksClient<Channel> {
         TasksClient::new(self.channel.clone())
     }
+    pub fn volumes(&self) -> berth_api::v1::volumes_client::VolumesClient<Channel> {
+        berth_api::v1::volumes_client::VolumesClient::new(self.channel.clone())
+    }
     /// A request carrying this client's namespace.
     pub fn req<T>(&self, msg: T) -> tonic::Request<T> {
         berth_api::with_namespace(tonic::Request::new(msg), &self.namespace)

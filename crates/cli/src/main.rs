@@ -13,6 +13,7 @@ mod progress;
 mod system;
 mod template;
 mod tty;
+mod volumes;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -144,6 +145,9 @@ pub enum Command {
     /// Manage Berth.
     #[command(subcommand)]
     System(SystemCommand),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(volumes::VolumeCommand),
     /// Show the Berth version information.
     Version(FormatArgs),
     /// Display system-wide information.
@@ -215,7 +219,7 @@ pub enum SystemCommand {
     /// Show disk usage.
     Df(FormatArgs),
     /// Remove stopped containers and dangling (with -a: unused) images.
-    Prune(PruneArgs),
+    Prune(SystemPruneArgs),
     /// Show system-wide information.
     Info(FormatArgs),
     /// Get real time events from the server.
@@ -680,6 +684,16 @@ pub struct RmiArgs {
     pub force: bool,
 }
 
+/// `system prune`'s flags: `image prune`'s plus `--volumes`.
+#[derive(Args, Clone)]
+pub struct SystemPruneArgs {
+    #[command(flatten)]
+    pub base: PruneArgs,
+    /// Also remove unused anonymous volumes.
+    #[arg(long)]
+    pub volumes: bool,
+}
+
 #[derive(Args, Clone)]
 pub struct PruneArgs {
     /// Remove all unused images, not only dangling ones.
@@ -854,7 +868,8 @@ fn main() -> ExitCode {
     let default_code = match &cli.command {
         Command::Run(_)
         | Command::Create(_)
-        | Command::Container(ContainerCommand::Run(_) | ContainerCommand::Create(_)) => 125,
+        | Command::Container(ContainerCommand::Run(_) | ContainerCommand::Create(_))
+        | Command::Volume(_) => 125,
         _ => 1,
     };
     let result = dispatch(cli);
@@ -972,6 +987,7 @@ async fn run_command(c: &client::Client, command: Command) -> Result<u8, Failure
         Command::Info(a) | Command::System(SystemCommand::Info(a)) => ok(system::info(c, a).await),
         Command::System(SystemCommand::Df(a)) => ok(system::df(c, a).await),
         Command::System(SystemCommand::Prune(a)) => ok(system::prune(c, a).await),
+        Command::Volume(v) => ok(volumes::run(c, v).await),
         Command::Pull(a) | Command::Image(IC::Pull(a)) => ok(images::pull(c, &a).await),
         Command::Push(a) | Command::Image(IC::Push(a)) => ok(images::push(c, &a).await),
         Command::Images(a) | Command::Image(IC::Ls(a)) => ok(images::images(c, &a).await),

@@ -9,7 +9,7 @@ use crate::client::Client;
 use crate::containers::{parse_time, print_formatted};
 use crate::output::{self, human_size};
 use crate::template::{self, Template};
-use crate::{CliResult, EventsArgs, FormatArgs, PruneArgs};
+use crate::{CliResult, EventsArgs, FormatArgs, SystemPruneArgs};
 
 fn client_version() -> Value {
     json!({
@@ -223,7 +223,8 @@ pub async fn df(c: &Client, a: FormatArgs) -> CliResult {
     )
 }
 
-pub async fn prune(c: &Client, a: PruneArgs) -> CliResult {
+pub async fn prune(c: &Client, sa: SystemPruneArgs) -> CliResult {
+    let a = &sa.base;
     let images = if a.all {
         "  - all images without at least one container associated to them"
     } else {
@@ -231,19 +232,34 @@ pub async fn prune(c: &Client, a: PruneArgs) -> CliResult {
     };
     if !a.force
         && !output::confirm(&format!(
-            "WARNING! This will remove:\n  - all stopped containers\n{images}"
+            "WARNING! This will remove:\n  - all stopped containers\n{}{images}",
+            if sa.volumes {
+                "  - all anonymous volumes not used by at least one container\n"
+            } else {
+                ""
+            }
         ))?
     {
         return Ok(());
     }
     let r = c
         .system()
-        .prune(c.req(SystemPruneRequest { all: a.all }))
+        .prune(c.req(SystemPruneRequest {
+            all: a.all,
+            volumes: sa.volumes,
+        }))
         .await?
         .into_inner();
     if !r.containers_deleted.is_empty() {
         println!("Deleted Containers:");
         for d in &r.containers_deleted {
+            println!("{d}");
+        }
+        println!();
+    }
+    if !r.volumes_deleted.is_empty() {
+        println!("Deleted Volumes:");
+        for d in &r.volumes_deleted {
             println!("{d}");
         }
         println!();

@@ -191,6 +191,7 @@ impl Engine {
             log_max_size,
             log_max_file,
             log_driver,
+            mount_points: Vec::new(),
         };
         rec.save(&cdir).map_err(io("write the record in", &cdir))?;
 
@@ -215,6 +216,15 @@ impl Engine {
         })?;
         undo.mounted = true;
 
+        // Volumes: resolved, created and populated from the image (copy-up); released, and
+        // the ones made here removed, if the create fails.
+        let vols = self.volumes_prepare(ns, &cfg, &image.config, &rootfs)?;
+        let build_cfg = ContainerConfig {
+            mounts: vols.mounts.clone(),
+            ..cfg.clone()
+        };
+        rec.mount_points = vols.points.clone();
+
         let etc = berth_spec::write_etc_files(
             &cdir,
             &hostname,
@@ -226,7 +236,7 @@ impl Engine {
         let shim = self.config().shim_binary.clone();
         let built = berth_spec::build(&berth_spec::Input {
             id: &id,
-            config: &cfg,
+            config: &build_cfg,
             image: &image.config,
             rootfs: &rootfs,
             etc: &etc,
@@ -273,6 +283,7 @@ impl Engine {
         rec.save(&cdir).map_err(io("write the record in", &cdir))?;
         let c = Container::new(rec);
         self.index().by_id.insert(id.clone(), c);
+        vols.claim.keep();
         undo.disarm();
         drop(undo);
         self.emit(
@@ -282,7 +293,9 @@ impl Engine {
             &id,
             &[("name", &name), ("image", &cfg.image)],
         );
-        Ok((id, built.warnings))
+        let mut warnings = vols.warnings;
+        warnings.extend(built.warnings);
+        Ok((id, warnings))
     }
 
     fn reserve_name(&self, ns: &str, wanted: &str, id: &str) -> Result<String, RpcStatus> {

@@ -153,20 +153,26 @@ pub(crate) fn inspect(c: &Container, dir: &std::path::Path) -> Value {
     let st = r.status;
     let restart = conf.restart.clone().unwrap_or_default();
     let log = conf.log.clone().unwrap_or_default();
-    let mounts: Vec<Value> = conf
-        .mounts
-        .iter()
-        .map(|mt| {
-            json!({
-                "Type": mt.r#type,
-                "Source": mt.source,
-                "Destination": mt.target,
-                "Mode": if mt.read_only { "ro" } else { "" },
-                "RW": !mt.read_only,
-                "Propagation": "rprivate",
+    let mounts: Vec<Value> = if !r.mount_points.is_empty() {
+        r.mount_points
+            .iter()
+            .map(crate::volumes::MountPoint::to_docker)
+            .collect()
+    } else {
+        conf.mounts
+            .iter()
+            .map(|mt| {
+                json!({
+                    "Type": mt.r#type,
+                    "Source": mt.source,
+                    "Destination": mt.target,
+                    "Mode": if mt.read_only { "ro" } else { "" },
+                    "RW": !mt.read_only,
+                    "Propagation": "rprivate",
+                })
             })
-        })
-        .collect();
+            .collect()
+    };
     let net = network_name(&conf);
     let etc = |f: &str| dir.join(f).to_string_lossy().into_owned();
     json!({

@@ -26,6 +26,7 @@ mod recover;
 mod service;
 mod system;
 mod task;
+mod volumes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -150,6 +151,7 @@ pub(crate) struct Inner {
     events: events::EventBus,
     index: Mutex<container::Index>,
     reaper: reaper::Reaper,
+    volumes: volumes::State,
 }
 
 impl Engine {
@@ -169,6 +171,7 @@ impl Engine {
                 source,
             })?;
         }
+        volumes::boot_cleanup(&cfg.root);
         // berthd is the store's only user: keep its database open for the daemon's life.
         berth_store::hold_open();
         let store =
@@ -186,12 +189,13 @@ impl Engine {
             events: events::EventBus::new(),
             index: Mutex::new(container::Index::default()),
             reaper: reaper::Reaper::start(),
+            volumes: volumes::State::default(),
         }));
         recover::boot(&engine);
         Ok(engine)
     }
 
-    /// The four berth.v1 services, ready to serve.
+    /// The berth.v1 services, ready to serve.
     pub fn router(&self) -> tonic::transport::server::Router {
         use berth_api::v1::{
             containers_server::ContainersServer, images_server::ImagesServer,
@@ -204,6 +208,9 @@ impl Engine {
                 self.clone(),
             )))
             .add_service(TasksServer::new(service::TasksService::new(self.clone())))
+            .add_service(berth_api::v1::volumes_server::VolumesServer::new(
+                volumes::VolumesService::new(self.clone()),
+            ))
     }
 
     /// The configuration.

@@ -88,6 +88,10 @@ pub(crate) struct Record {
     pub log_max_size: u64,
     pub log_max_file: u32,
     pub log_driver: String,
+    /// The user's mounts as resolved at create (volumes named, bind sources absolute), for
+    /// inspect's `Mounts`, volume in-use checks and `rm -v`.
+    #[serde(default)]
+    pub mount_points: Vec<crate::volumes::MountPoint>,
 }
 
 impl Record {

@@ -122,6 +122,10 @@ impl containers_server::Containers for ContainersService {
         let r = req.into_inner();
         let c = self.e.find(&ns, &r.id)?;
         self.e.remove(&c, r.force).await?;
+        if r.volumes {
+            let points = c.lock().rec.mount_points.clone();
+            self.e.remove_anonymous_volumes(&ns, &points);
+        }
         Ok(Response::new(Empty {}))
     }
 

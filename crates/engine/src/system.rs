@@ -295,7 +295,7 @@ impl System for SystemService {
                     size: bytes(size),
                     reclaimable: bytes(idle),
                 },
-                zero("Local Volumes"),
+                engine.volumes_df(&ns),
                 zero("Build Cache"),
             ])
         })
@@ -309,15 +309,27 @@ impl System for SystemService {
         req: Request<SystemPruneRequest>,
     ) -> Result<Response<SystemPruneResponse>, Status> {
         let ns = namespace_of(&req).to_owned();
-        let all = req.into_inner().all;
+        let r = req.into_inner();
+        let all = r.all;
         let (containers, container_bytes) = self.engine.prune_containers(&ns).await?;
+        let (volumes_deleted, volume_bytes) = if r.volumes {
+            let (e, ns) = (self.engine.clone(), ns.clone());
+            tokio::task::spawn_blocking(move || e.prune_volumes(&ns, false, &[]))
+                .await
+                .map_err(|e| Status::internal(format!("volume prune failed: {e}")))??
+        } else {
+            (Vec::new(), 0)
+        };
         let images = crate::images::prune_images(&self.engine, &ns, all).await?;
         let mut images_deleted = images.untagged;
         images_deleted.extend(images.deleted);
         Ok(Response::new(SystemPruneResponse {
             containers_deleted: containers,
             images_deleted,
-            space_reclaimed: bytes(container_bytes).saturating_add(images.space_reclaimed),
+            space_reclaimed: bytes(container_bytes)
+                .saturating_add(images.space_reclaimed)
+                .saturating_add(bytes(volume_bytes)),
+            volumes_deleted,
         }))
     }
 

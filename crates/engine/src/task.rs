@@ -269,6 +269,10 @@ impl Engine {
             tokio::spawn(async move {
                 if let Err(err) = e.remove(&c, true).await {
                     tracing::warn!("auto-remove of container {}: {}", c.id, err.message());
+                } else {
+                    // --rm also removes anonymous volumes, as Docker's.
+                    let points = c.lock().rec.mount_points.clone();
+                    e.remove_anonymous_volumes(&c.ns, &points);
                 }
             });
         }

@@ -685,7 +685,10 @@ async fn an_image_a_container_uses_is_removed_only_by_force_and_system_prune_tak
 
     // System prune -a: the stopped container, then its image.
     let pruned = system
-        .prune(SystemPruneRequest { all: true })
+        .prune(SystemPruneRequest {
+            all: true,
+            volumes: false,
+        })
         .await
         .unwrap()
         .into_inner();

@@ -595,9 +595,13 @@ pub fn build(input: &Input) -> Result<Built, Error> {
     }
     user_mounts.sort_by_key(|m| mounts::depth(m.destination()));
     let mut all_mounts: Vec<_> = mounts::defaults(config.privileged);
-    all_mounts.extend(mounts::etc(input.etc, config.read_only));
     all_mounts.retain(|d| !seen.contains(&mounts::norm(d.destination())));
     all_mounts.extend(user_mounts);
+    // The managed /etc files after the user's mounts, as Docker orders them: a volume or bind
+    // on /etc must not hide them.
+    let mut etc_mounts = mounts::etc(input.etc, config.read_only);
+    etc_mounts.retain(|d| !seen.contains(&mounts::norm(d.destination())));
+    all_mounts.extend(etc_mounts);
 
     // Namespaces.
     let mut namespaces = Vec::new();

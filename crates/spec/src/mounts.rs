@@ -115,11 +115,10 @@ pub(crate) fn user(m: &berth_api::v1::Mount) -> Result<Mount, Error> {
     match m.r#type.as_str() {
         "bind" => bind(m),
         "tmpfs" => Ok(tmpfs(m)),
-        "volume" => Err(Error::Config(if m.source.is_empty() {
-            format!("anonymous volumes are not supported yet: {target}")
-        } else {
-            format!("named volumes are not supported yet: {}", m.source)
-        })),
+        // The engine turns volumes into binds of their directories before building the spec.
+        "volume" => Err(Error::Config(format!(
+            "the volume mount at {target} was not resolved to a host directory (volumes are created by berthd, not by the spec builder)"
+        ))),
         other => Err(Error::Config(format!(
             "unsupported mount type {other:?} for {target}: use bind, tmpfs or volume"
         ))),

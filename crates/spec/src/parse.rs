@@ -277,8 +277,8 @@ const PROPAGATIONS: &[&str] = &[
     "shared", "rshared", "slave", "rslave", "private", "rprivate",
 ];
 
-/// A local volume name: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
-fn valid_volume_name(s: &str) -> bool {
+/// A local volume name: `[a-zA-Z0-9][a-zA-Z0-9_.-]+` (Docker's rule).
+pub fn valid_volume_name(s: &str) -> bool {
     let mut b = s.bytes();
     matches!(b.next(), Some(c) if c.is_ascii_alphanumeric())
         && s.len() >= 2
@@ -342,7 +342,9 @@ pub fn volume(s: &str) -> Result<Mount, Error> {
                     rw_seen = true;
                     read_only = m == "ro";
                 }
-                "z" | "Z" | "consistent" | "cached" | "delegated" => {}
+                "consistent" | "cached" | "delegated" => {}
+                // Kept so the engine can say that the relabel request is ignored.
+                "z" | "Z" => options.push(m.to_owned()),
                 "nocopy" => options.push("nocopy".to_owned()),
                 p if PROPAGATIONS.contains(&p) => {
                     if options.iter().any(|o| PROPAGATIONS.contains(&o.as_str())) {

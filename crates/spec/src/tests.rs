@@ -1547,18 +1547,18 @@ fn tmpfs_mounts_get_dockers_defaults() {
 }
 
 #[test]
-fn volumes_are_not_supported_yet() {
+fn unresolved_volumes_are_refused() {
     let f = Fixture::new();
     let e = err_string(f.build(&ContainerConfig {
         mounts: vec![parse::volume("data:/d").unwrap()],
         ..Default::default()
     }));
-    assert_eq!(e, "named volumes are not supported yet: data");
+    assert!(e.contains("volume mount at /d was not resolved"), "{e}");
     let e = err_string(f.build(&ContainerConfig {
         mounts: vec![parse::volume("/anon").unwrap()],
         ..Default::default()
     }));
-    assert_eq!(e, "anonymous volumes are not supported yet: /anon");
+    assert!(e.contains("volume mount at /anon was not resolved"), "{e}");
 }
 
 #[test]
@@ -1597,6 +1597,28 @@ fn user_mounts_replace_defaults_and_sort_parents_first() {
     };
     assert!(pos("/a") < pos("/a/b/c"));
     assert!(pos("/proc") < pos("/a"));
+}
+
+#[test]
+fn managed_etc_files_are_mounted_after_a_mount_on_etc() {
+    let f = Fixture::new();
+    let host = tempfile::tempdir().unwrap();
+    let hs = host.path().display().to_string();
+    let b = f
+        .build(&ContainerConfig {
+            mounts: vec![parse::volume(&format!("{hs}:/etc")).unwrap()],
+            ..Default::default()
+        })
+        .unwrap();
+    let ms = b.spec.mounts().as_ref().unwrap();
+    let pos = |d: &str| {
+        ms.iter()
+            .position(|m| m.destination() == Path::new(d))
+            .unwrap()
+    };
+    for f in ["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"] {
+        assert!(pos("/etc") < pos(f), "{f} must not be hidden by /etc");
+    }
 }
 
 #[test]

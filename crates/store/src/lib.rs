@@ -34,6 +34,18 @@ pub use oci_spec::image::Digest;
 pub use snapshot::{Kind, Mount, SnapshotInfo, Snapshotter, SnapshotterKind, mount, unmount};
 pub use util::Owner;
 
+/// Copy the contents of `src` into the existing directory `dst`, keeping owners, modes,
+/// extended attributes, symlinks, device nodes, hard links (within the tree) and timestamps,
+/// and give `dst` the attributes of `src` (the engine's volume copy-up).
+pub fn copy_tree(src: &Path, dst: &Path) -> Result<(), Error> {
+    copy::copy_tree(src, dst)
+}
+
+/// Disk usage of a tree: (bytes allocated, inodes), hard links counted once.
+pub fn disk_usage(dir: &Path) -> Result<(u64, u64), Error> {
+    copy::usage(dir)
+}
+
 /// The store: blobs, metadata and snapshots under one root.
 #[derive(Debug)]
 pub struct Store {

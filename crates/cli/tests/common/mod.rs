@@ -320,6 +320,23 @@ pub fn write_layout(
     layers: &[(Vec<u8>, String)],
     platform: (&str, &str),
 ) -> String {
+    write_layout_with(
+        dir,
+        tag,
+        layers,
+        platform,
+        json!({"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]}),
+    )
+}
+
+/// [`write_layout`] with the image config's `config` object given.
+pub fn write_layout_with(
+    dir: &Path,
+    tag: &str,
+    layers: &[(Vec<u8>, String)],
+    platform: (&str, &str),
+    image_config: serde_json::Value,
+) -> String {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
     let put = |bytes: &[u8]| -> String {
@@ -343,7 +360,7 @@ pub fn write_layout(
         "created": "2026-01-01T00:00:00Z",
         "architecture": platform.1,
         "os": platform.0,
-        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]},
+        "config": image_config,
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     }))
     .unwrap();

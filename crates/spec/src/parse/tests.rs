@@ -175,6 +175,10 @@ fn volume_bind_forms() {
     );
     let m = volume("/src:/dst:ro,Z").unwrap();
     assert!(m.read_only);
+    // Kept so the engine can warn that the relabel is ignored.
+    assert!(m.options.iter().any(|o| o == "Z"), "{:?}", m.options);
+    let m = volume("data:/dst:z").unwrap();
+    assert_eq!(m.options, vec!["z".to_owned()]);
     let m = volume("./rel:/dst").unwrap();
     let cwd = std::env::current_dir().unwrap();
     assert_eq!(Path::new(&m.source), cwd.join("./rel"));
@@ -193,6 +197,43 @@ fn volume_named_and_anonymous() {
     );
     let m = volume("data:/x:nocopy").unwrap();
     assert_eq!(m.options, vec!["nocopy".to_owned()]);
+    let m = volume("data:/x:ro").unwrap();
+    assert!(m.read_only);
+    assert!(err(volume("data:/x:rshared")).contains("propagation applies to bind mounts only"));
+}
+
+#[test]
+fn volume_names_follow_dockers_rule() {
+    for ok in ["ab", "data", "my-vol_1.2", "0a"] {
+        assert!(valid_volume_name(ok), "{ok}");
+    }
+    for bad in ["", "a", "-ab", ".ab", "_ab", "a/b", "a b", "a:b", "é1"] {
+        assert!(!valid_volume_name(bad), "{bad}");
+    }
+}
+
+#[test]
+fn mount_volume_forms() {
+    let m = mount("type=volume,src=v1,dst=/d,readonly,volume-nocopy").unwrap();
+    assert_eq!(
+        (
+            m.r#type.as_str(),
+            m.source.as_str(),
+            m.target.as_str(),
+            m.read_only
+        ),
+        ("volume", "v1", "/d", true)
+    );
+    assert_eq!(m.options, vec!["nocopy".to_owned()]);
+    // Anonymous (no source), and the default type is volume.
+    let m = mount("target=/d").unwrap();
+    assert_eq!((m.r#type.as_str(), m.source.as_str()), ("volume", ""));
+    let m = mount("type=volume,src=v1,dst=/d,volume-nocopy=false,ro=false").unwrap();
+    assert!(m.options.is_empty() && !m.read_only);
+    assert!(err(mount("type=volume,src=a/b,dst=/d")).contains("invalid characters"));
+    assert!(err(mount("type=volume,src=v,dst=/d,tmpfs-size=1m")).contains("cannot mix"));
+    assert!(err(mount("type=bind,src=/a,dst=/d,volume-nocopy")).contains("cannot mix"));
+    assert!(err(mount("type=volume,src=v,dst=/d,readonly=maybe")).contains("invalid value"));
 }
 
 #[test]
