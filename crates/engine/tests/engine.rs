@@ -918,3 +918,83 @@ async fn a_second_daemon_on_the_same_root_or_socket_is_refused() {
         .await
         .expect("list");
 }
+
+/// `kill -9` of berthd while starts are in flight (shims being spawned, containers being
+/// created by the runtime): after a restart every container is either running under a shim
+/// the daemon supervises or not running with no shim, and removing them all leaves no shim,
+/// mount, cgroup, bundle or record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_during_starts_leaves_a_consistent_state() {
+    let mut env = Env::new();
+    let (mut c, t) = env.clients().await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(create(&env, &mut c, config(&format!("s{i}"), &["sleep", "1000"])).await);
+    }
+    // Start them all at once; kill berthd as soon as the first shim exists, so the others
+    // are somewhere between "not begun" and "running".
+    let mut starts = Vec::new();
+    for id in &ids {
+        let mut t = t.clone();
+        let req = env.req(ContainerRef { id: id.clone() });
+        starts.push(tokio::spawn(async move { t.start(req).await }));
+    }
+    let shims = env.state().join("shims");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ids
+        .iter()
+        .any(|id| shims.join(id).join("shim.pid").exists())
+    {
+        assert!(Instant::now() < deadline, "no shim ever started");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    env.kill9_daemon();
+    for s in starts {
+        let _ = s.await;
+    }
+    drop((c, t));
+
+    env.start_daemon();
+    let (mut c, _t) = env.clients().await;
+    let root = env.root.to_string_lossy().into_owned();
+    let mut running = 0;
+    for id in &ids {
+        let v = inspect(&env, &mut c, id).await;
+        let status = v["State"]["Status"].as_str().unwrap_or_default().to_owned();
+        assert!(
+            ["running", "created", "exited"].contains(&status.as_str()),
+            "{id}: {status}"
+        );
+        let pid_file = shims.join(id).join("shim.pid");
+        let shim_alive = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+            .is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+        assert_eq!(
+            status == "running",
+            shim_alive,
+            "{id} is {status} but its shim is {}",
+            if shim_alive { "alive" } else { "gone" }
+        );
+        running += usize::from(status == "running");
+    }
+    // No shim runs that the daemon does not know as running.
+    let shim_procs = berth_testutil::host::processes_with(&format!("{root}/run/shims"))
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .is_ok_and(|c| c.trim() == "berth-shim")
+        })
+        .count();
+    assert_eq!(shim_procs, running, "{}", env.daemon_log());
+    for id in &ids {
+        c.remove(env.req(RemoveContainerRequest {
+            id: id.clone(),
+            force: true,
+            ..Default::default()
+        }))
+        .await
+        .unwrap_or_else(|e| panic!("rm {id}: {e:?}\n{}", env.daemon_log()));
+    }
+    env.no_leftovers(&ids);
+}
