@@ -176,3 +176,34 @@ fn an_oom_kill_is_reported() {
     assert_eq!(file["oom_killed"], true);
     assert!(file["finished_at"].as_str().unwrap().ends_with('Z'));
 }
+
+#[test]
+fn the_runtime_state_goes_as_soon_as_the_main_process_exits() {
+    // The shim deletes the container in the runtime in the background right after the exit,
+    // so a daemon's delete finds the work done; the delete still answers with the exit.
+    let mut fx = Fixture::new(&["true"]);
+    let cfg = fx.config(false, false);
+    let state = fx.root.path().join(&fx.id);
+    fx.spawn(&cfg);
+    let c = fx.client();
+    c.start().unwrap();
+    let exit = c.wait().unwrap();
+    assert_eq!(exit.code, 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while state.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the runtime state {} was not deleted before the delete request",
+            state.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(
+        fx.client().state().unwrap().exit,
+        Some(exit),
+        "the shim still serves"
+    );
+    assert_eq!(fx.client().delete().unwrap(), exit);
+    fx.client = None;
+    assert!(!fx.bundle.path().join("shim.sock").exists());
+}

@@ -334,6 +334,11 @@ struct Shim {
     oom: OomSource,
     oom_before: u64,
     console: Option<UnixListener>,
+    /// The main process has exited: delete the container in the runtime in the background
+    /// at the end of this loop iteration (after the exit is reported).
+    predelete_wanted: bool,
+    /// That background delete: its pid and, once reaped, its wait status.
+    predelete: Option<(i32, Option<i32>)>,
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
@@ -426,6 +431,8 @@ fn setup(cfg: &Config) -> Result<Shim, String> {
         oom: OomSource::None,
         oom_before: 0,
         console: None,
+        predelete_wanted: false,
+        predelete: None,
     };
     match shim.create() {
         Ok(()) => Ok(shim),
@@ -552,6 +559,12 @@ impl Shim {
     }
 
     fn exited(&mut self, pid: i32, st: WaitStatus) {
+        if let Some((bg, status)) = &mut self.predelete {
+            if *bg == pid {
+                *status = Some(st.as_raw());
+                return;
+            }
+        }
         let Some(k) = self
             .procs
             .iter()
@@ -588,6 +601,7 @@ impl Shim {
             );
             let _ = self.write_file(EXIT_FILE, json.as_bytes());
             self.status = Status::Stopped;
+            self.predelete_wanted = true;
         } else {
             // An exec's leftovers: its terminal or pipes may be held by its children; we stop
             // listening once it is gone.
@@ -840,6 +854,9 @@ impl Shim {
                 return 0;
             }
             self.conns.retain(|c| !c.finished());
+            if std::mem::take(&mut self.predelete_wanted) && self.predelete.is_none() {
+                self.predelete = self.rt.delete_in_background().map(|pid| (pid, None));
+            }
         }
     }
 
@@ -1203,9 +1220,16 @@ impl Shim {
             }
             self.reap(true);
         }
-        if let Err(e) = self.rt.run(&["delete", "--force", &id], Stdio3::default()) {
-            self.conns[i].fail(b'r', &e);
-            return false;
+        self.predelete_wanted = false;
+        let early = self
+            .predelete
+            .take()
+            .map(|(pid, status)| self.rt.finish_background(pid, status));
+        if !matches!(early, Some(Ok(()))) {
+            if let Err(e) = self.rt.run(&["delete", "--force", &id], Stdio3::default()) {
+                self.conns[i].fail(b'r', &e);
+                return false;
+            }
         }
         let exit = self.procs[0].exit.unwrap_or(ExitInfo {
             code: 137,

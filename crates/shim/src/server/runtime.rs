@@ -146,16 +146,7 @@ impl Runtime {
         if out.status.success() {
             return Ok(out.stdout);
         }
-        let from_log = logged
-            .lines()
-            .filter(|l| {
-                matches!(
-                    json_string_field(l, "level").as_deref(),
-                    Some("error" | "fatal")
-                )
-            })
-            .filter_map(|l| json_string_field(l, "msg"))
-            .next_back();
+        let from_log = last_error(&logged);
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
         Err(match from_log {
             Some(m) => m,
@@ -266,4 +257,84 @@ impl Runtime {
             stderr: Vec::new(),
         })
     }
+
+    /// Start `delete --force` of the container in a forked child without waiting for it (the
+    /// built-in runtime only): the shim runs it as soon as the main process has exited, so
+    /// the cgroup and state are gone, or nearly, when the daemon asks for the delete. Finish
+    /// with [`Runtime::finish_background`].
+    pub(crate) fn delete_in_background(&self) -> Option<i32> {
+        if self.bin.is_some() {
+            return None;
+        }
+        let _ = std::fs::remove_file(self.bundle.join(RUNTIME_LOG));
+        let argv: Vec<OsString> = [
+            "--root".into(),
+            self.root.clone().into_os_string(),
+            "--log".into(),
+            self.bundle.join(RUNTIME_LOG).into_os_string(),
+            "--log-format".into(),
+            "json".into(),
+            "delete".into(),
+            "--force".into(),
+            OsString::from(&self.id),
+        ]
+        .into();
+        // SAFETY: as in `fork_helper`: a single-threaded process, a child that runs our code
+        // and leaves with `_exit`.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return None;
+        }
+        if pid == 0 {
+            let code = if std::env::set_current_dir(&self.bundle).is_ok()
+                && unblock_all_signals().is_ok()
+            {
+                crate::helper::main(&argv)
+            } else {
+                127
+            };
+            // SAFETY: leave the forked child without running the parent's destructors.
+            unsafe { libc::_exit(code) };
+        }
+        Some(pid)
+    }
+
+    /// The outcome of [`Runtime::delete_in_background`]: `status` is its wait status if the
+    /// shim already reaped it, else this waits for it.
+    pub(crate) fn finish_background(&self, pid: i32, status: Option<i32>) -> Result<(), String> {
+        let status = match status {
+            Some(s) => s,
+            None => {
+                let mut st = 0;
+                loop {
+                    // SAFETY: waitpid on our own child with a valid out-pointer.
+                    let r = unsafe { libc::waitpid(pid, &mut st, 0) };
+                    if r == pid {
+                        break st;
+                    }
+                    if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                        return Err(format!("wait for the runtime's delete of {}", self.id));
+                    }
+                }
+            }
+        };
+        if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+            return Ok(());
+        }
+        let log = std::fs::read_to_string(self.bundle.join(RUNTIME_LOG)).unwrap_or_default();
+        Err(last_error(&log).unwrap_or_else(|| format!("berth-runtime delete {} failed", self.id)))
+    }
+}
+
+/// The last error or fatal message in a runtime's JSON-lines log.
+fn last_error(log: &str) -> Option<String> {
+    log.lines()
+        .filter(|l| {
+            matches!(
+                json_string_field(l, "level").as_deref(),
+                Some("error" | "fatal")
+            )
+        })
+        .filter_map(|l| json_string_field(l, "msg"))
+        .next_back()
 }
