@@ -705,7 +705,9 @@ impl Client {
                 req = req.header(header::AUTHORIZATION, a);
             }
             let reason = match req.send().await {
-                Err(e) if e.is_builder() || e.is_redirect() => {
+                // A name that does not resolve will not resolve a second later either (and
+                // offline every retry would only add its back-off): fail at once, as Docker.
+                Err(e) if e.is_builder() || e.is_redirect() || unresolvable(&e) => {
                     return Err(Error::Network {
                         what: what.to_string(),
                         source: e,
@@ -1339,6 +1341,22 @@ impl Client {
 
 fn basic(user: &str, password: &str) -> String {
     format!("Basic {}", STANDARD.encode(format!("{user}:{password}")))
+}
+
+/// Whether a request failed because the registry's host name could not be resolved.
+fn unresolvable(e: &reqwest::Error) -> bool {
+    if !e.is_connect() {
+        return false;
+    }
+    let mut src: Option<&dyn std::error::Error> = Some(e);
+    while let Some(x) = src {
+        let text = x.to_string();
+        if text.contains("dns error") || text.contains("failed to lookup address") {
+            return true;
+        }
+        src = x.source();
+    }
+    false
 }
 
 #[cfg(test)]

@@ -528,3 +528,19 @@ async fn refused_token_is_replaced_once() {
     assert!(matches!(e, Error::Unauthorized { .. }), "{e:?}");
     assert!(e.to_string().contains("berth login"), "{e}");
 }
+
+#[tokio::test]
+async fn an_unresolvable_registry_fails_at_once_without_retries() {
+    // `.invalid` never resolves (RFC 2606); the answer comes from the local resolver.
+    let c = client(5, HashMap::new());
+    let r: Reference = "registry.berth-test.invalid/library/busybox:latest"
+        .parse()
+        .unwrap();
+    let err = c.get_manifest(&r, "latest", &[]).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("registry.berth-test.invalid"), "{msg}");
+    assert!(
+        !msg.contains("attempts"),
+        "a DNS failure was retried: {msg}"
+    );
+}
