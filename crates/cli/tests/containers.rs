@@ -654,6 +654,15 @@ fn top_and_stats_show_the_processes_and_usage() {
     let top = b.ok(&["top", "topbox"]);
     assert!(top.lines().next().unwrap().contains("PID"), "{top}");
     assert!(top.contains("sleep 1000"), "{top}");
+    // ps options, as Docker: the host's ps with them, only the container's rows.
+    let top = b.ok(&["top", "topbox", "-o", "pid,args"]);
+    let mut lines = top.lines();
+    assert!(lines.next().unwrap().contains("PID"), "{top}");
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 1, "{top}");
+    assert!(rows[0].ends_with("sleep 1000"), "{top}");
+    let err = b.fails(&["top", "topbox", "-o", "args"]);
+    assert!(err.contains("PID"), "{err}");
     let stats = b.ok(&["stats", "--no-stream", "topbox"]);
     let header = stats.lines().next().unwrap();
     for col in ["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "PIDS"] {

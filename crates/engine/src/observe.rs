@@ -213,6 +213,55 @@ fn top_rows(pids: &[i32]) -> TopResponse {
     }
 }
 
+/// Run the host's `ps ARGS` and keep the rows of `pids`; the last column keeps its spaces.
+fn ps_top(args: &[String], pids: &[i32]) -> Result<TopResponse, String> {
+    let out = std::process::Command::new("ps")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run ps: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "ps {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    parse_ps(&String::from_utf8_lossy(&out.stdout), pids)
+}
+
+fn parse_ps(text: &str, pids: &[i32]) -> Result<TopResponse, String> {
+    let mut lines = text.lines();
+    let titles: Vec<String> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let pid_col = titles
+        .iter()
+        .position(|t| t == "PID")
+        .ok_or("couldn't find the PID field in the ps output: give ps options that print it")?;
+    let mut processes = Vec::new();
+    for line in lines {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < titles.len() {
+            continue;
+        }
+        let Ok(pid) = fields[pid_col].parse::<i32>() else {
+            continue;
+        };
+        if !pids.contains(&pid) {
+            continue;
+        }
+        let last = titles.len() - 1;
+        let mut row: Vec<String> = fields[..last].iter().map(|f| (*f).to_owned()).collect();
+        row.push(fields[last..].join(" "));
+        processes.push(TopRow { fields: row });
+    }
+    Ok(TopResponse { titles, processes })
+}
+
 fn host_cpu_nanos() -> u64 {
     let hz = clk_tck();
     std::fs::read_to_string("/proc/stat")
@@ -286,7 +335,14 @@ fn blkio(dir: Option<&PathBuf>) -> (u64, u64) {
 
 impl Engine {
     /// `Top`.
-    pub(crate) async fn top(&self, c: &Container) -> Result<TopResponse, RpcStatus> {
+    /// `Top`: the container's processes, in ps's `-ef` columns; with `ps_args`, as Docker
+    /// does, the host's `ps` runs with those arguments and only the container's rows are kept
+    /// (found by the `PID` column, which the arguments must therefore produce).
+    pub(crate) async fn top(
+        &self,
+        c: &Container,
+        ps_args: Vec<String>,
+    ) -> Result<TopResponse, RpcStatus> {
         let client = {
             let m = c.lock();
             match (&m.shim, m.rec.status.is_active()) {
@@ -303,7 +359,11 @@ impl Engine {
             let pids = client.pids().map_err(|e| {
                 RpcStatus::internal(format!("cannot list the processes: {}", err_chain(&e)))
             })?;
-            Ok(top_rows(&pids))
+            if ps_args.is_empty() {
+                Ok(top_rows(&pids))
+            } else {
+                ps_top(&ps_args, &pids).map_err(RpcStatus::invalid_argument)
+            }
         })
         .await
         .map_err(|e| RpcStatus::internal(e.to_string()))?
@@ -465,6 +525,20 @@ impl Write for ChunkWriter {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ps_output_is_filtered_by_pid_and_keeps_the_command_whole() {
+        let text = "  PID USER     COMMAND\n    1 root     /sbin/init splash\n   42 root     sleep 1000\n   43 root     sh -c x\n";
+        let r = super::parse_ps(text, &[42, 43]).unwrap();
+        assert_eq!(r.titles, ["PID", "USER", "COMMAND"]);
+        let rows: Vec<Vec<String>> = r.processes.into_iter().map(|p| p.fields).collect();
+        assert_eq!(
+            rows,
+            [["42", "root", "sleep 1000"], ["43", "root", "sh -c x"]]
+        );
+        let err = super::parse_ps("USER COMMAND\nroot x\n", &[1]).unwrap_err();
+        assert!(err.contains("PID"), "{err}");
+    }
+
     #[test]
     fn users_resolve_inside_the_rootfs() {
         let d = tempfile::tempdir().unwrap();

@@ -345,7 +345,8 @@ impl tasks_server::Tasks for TasksService {
     async fn top(&self, req: Request<TopRequest>) -> Result<Response<TopResponse>, Status> {
         let ns = namespace_of(&req).to_owned();
         let c = self.e.find(&ns, &req.get_ref().id)?;
-        Ok(Response::new(self.e.top(&c).await?))
+        let args = req.into_inner().ps_args;
+        Ok(Response::new(self.e.top(&c, args).await?))
     }
 
     type StatsStream = ReceiverStream<Result<ContainerStats, Status>>;
