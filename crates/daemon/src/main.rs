@@ -44,6 +44,14 @@ struct Args {
     /// Pull mirrors, REGISTRY=MIRROR (repeatable).
     #[arg(long = "registry-mirror")]
     registry_mirror: Vec<String>,
+    /// Directories searched for CNI plugins, in order (repeatable, or comma separated);
+    /// default /usr/lib/cni and /opt/cni/bin.
+    #[arg(
+        long = "cni-plugin-dir",
+        env = "BERTH_CNI_PLUGIN_DIRS",
+        value_delimiter = ','
+    )]
+    cni_plugin_dir: Vec<PathBuf>,
     /// error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -150,6 +158,9 @@ fn build_config(args: &Args) -> Result<Config, String> {
             .entry(reg.to_owned())
             .or_default()
             .push(mirror.to_owned());
+    }
+    if !args.cni_plugin_dir.is_empty() {
+        cfg.cni_plugin_dirs = args.cni_plugin_dir.clone();
     }
     if let Some(s) = &args.snapshotter {
         cfg.snapshotter = if s == "native" {

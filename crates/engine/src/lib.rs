@@ -19,6 +19,7 @@ mod inspect;
 mod io;
 mod logs;
 mod names;
+mod network;
 mod observe;
 mod record;
 mod recover;
@@ -65,6 +66,8 @@ pub struct Config {
     pub shim_binary: PathBuf,
     /// Snapshotter for a new store (an existing store keeps its own).
     pub snapshotter: SnapshotterKind,
+    /// Where CNI plugin binaries are looked up, in order.
+    pub cni_plugin_dirs: Vec<PathBuf>,
 }
 
 impl Config {
@@ -89,6 +92,10 @@ impl Config {
             registry: berth_registry::Config::default(),
             shim_binary: default_shim_binary(),
             snapshotter: SnapshotterKind::Auto,
+            cni_plugin_dirs: berth_net::DEFAULT_PLUGIN_DIRS
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
         }
     }
 }
@@ -124,6 +131,9 @@ pub enum Error {
     /// The registry client could not be built.
     #[error("cannot set up the registry client")]
     Registry(#[source] berth_registry::Error),
+    /// The network state could not be opened.
+    #[error("cannot open the network state")]
+    Network(#[source] berth_net::Error),
     /// A directory could not be created or read.
     #[error("cannot {op} {path}")]
     Io {
@@ -148,6 +158,7 @@ pub(crate) struct Inner {
     images: Mutex<HashMap<String, ImageService>>,
     events: events::EventBus,
     index: Mutex<container::Index>,
+    net: berth_net::Manager,
 }
 
 impl Engine {
@@ -176,6 +187,9 @@ impl Engine {
             })?;
         let registry =
             berth_registry::Client::new(cfg.registry.clone()).map_err(Error::Registry)?;
+        let mut net_cfg = berth_net::Config::new(cfg.root.clone(), cfg.state.clone());
+        net_cfg.plugin_dirs = cfg.cni_plugin_dirs.clone();
+        let net = berth_net::Manager::open(net_cfg).map_err(Error::Network)?;
         let engine = Engine(Arc::new(Inner {
             cfg,
             store: Arc::new(store),
@@ -183,8 +197,10 @@ impl Engine {
             images: Mutex::new(HashMap::new()),
             events: events::EventBus::new(),
             index: Mutex::new(container::Index::default()),
+            net,
         }));
         recover::boot(&engine);
+        engine.networks_reconcile();
         Ok(engine)
     }
 
@@ -201,6 +217,9 @@ impl Engine {
                 self.clone(),
             )))
             .add_service(TasksServer::new(service::TasksService::new(self.clone())))
+            .add_service(berth_api::v1::networks_server::NetworksServer::new(
+                network::NetworksService::new(self.clone()),
+            ))
     }
 
     /// The configuration.

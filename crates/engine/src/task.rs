@@ -83,6 +83,7 @@ impl Engine {
         };
         let _ = std::fs::remove_file(cfg.bundle.join("exit.json"));
         let bin = self.config().shim_binary.clone();
+        self.networks_attach(c).await?;
         let res = blocking(move || berth_shim::spawn(&bin, &cfg)).await?;
         match res {
             Ok(client) => {
@@ -93,6 +94,7 @@ impl Engine {
                 Ok(client)
             }
             Err(e) => {
+                self.networks_detach(&c.id);
                 let st = shim_status(
                     &format!("failed to create the task of container {name}"),
                     &e,
@@ -138,6 +140,7 @@ impl Engine {
                 let st = shim_status(&format!("failed to start container {name}"), &e);
                 let cl = client.clone();
                 let _ = blocking(move || cl.delete()).await;
+                self.networks_detach(&c.id);
                 let mut m = c.lock();
                 m.shim = None;
                 m.rec.error = err_chain(&e);
@@ -204,6 +207,7 @@ impl Engine {
         if let Ok(Err(e)) = &deleted {
             tracing::warn!("delete the task of container {}: {}", c.id, err_chain(e));
         }
+        self.networks_detach(&c.id);
         let (restart, auto_remove, name, image, status) = {
             let mut m = c.lock();
             if m.run != run {
@@ -689,6 +693,7 @@ impl Engine {
             }
         }
         let _ = std::fs::remove_dir_all(self.runtime_root().join(id));
+        self.networks_detach(id);
     }
 
     /// `Prune`: remove every stopped container of `ns`.

@@ -427,7 +427,7 @@ impl Manager {
             .claims
             .live(&host)
             .into_iter()
-            .map(|(n, o)| (n, format!("network {}", o.display())))
+            .map(|(n, o)| (n, self.owner_name(&o)))
             .collect();
         taken.extend(
             pool::host_routes()
@@ -494,6 +494,24 @@ impl Manager {
             .map_err(|e| Error::io("write", &record, e))?;
         self.claims.claim(&host, &subnet, &record)?;
         Ok(net)
+    }
+
+    /// "network NAME", naming the other Berth root when the claim is not ours.
+    fn owner_name(&self, record: &Path) -> String {
+        let name = record
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if record.parent() == Some(self.dir().as_path()) {
+            format!("network {name}")
+        } else {
+            let root = record
+                .parent()
+                .and_then(Path::parent)
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            format!("network {name} of the Berth root {root}")
+        }
     }
 
     /// The conflist Berth owns for a network.
