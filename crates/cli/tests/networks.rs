@@ -238,9 +238,25 @@ fn published_port_answers_on_the_hosts_loopback_and_port_lists_it() {
 
     let subnet = subnet_of(&b, "bridge");
     b.ok(&["rm", "-f", &id, &id2, &clash]);
-    assert_no_leftovers(&b, &[], &[subnet], &[id, id2, clash]);
+    // The default network itself stays (with its masquerade rule), as Docker's does.
+    assert_no_leftovers(&b, &[], &[], &[id, id2, clash]);
     let rules = sh("iptables-save -t nat");
     assert!(!rules.contains(&format!("--dport {host_port} ")), "{rules}");
+    assert!(!rules.contains(&format!("--dport {fixed} ")), "{rules}");
+    // What the harness does when a test root goes: then nothing of the network is left.
+    let bridge = b
+        .ok(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{index .Options \"com.docker.network.bridge.name\"}}",
+            "bridge",
+        ])
+        .trim()
+        .to_owned();
+    b.stop_daemon();
+    b.purge_networks();
+    assert_no_leftovers(&b, &[bridge], &[subnet], &[]);
 }
 
 #[test]
@@ -391,4 +407,118 @@ fn a_missing_cni_plugin_fails_the_start_and_leaves_nothing() {
         assert!(b.net().attachments(id).is_empty());
         assert!(!b.state().join("netns").join(id).exists());
     }
+}
+
+/// A resolver on loopback that answers every A query with 198.51.100.7 and counts them.
+fn fake_upstream() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use hickory_proto::op::{Message, MessageType};
+    use hickory_proto::rr::rdata::A;
+    use hickory_proto::rr::{RData, Record};
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = count.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            let Ok(req) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut resp = Message::new();
+            resp.set_id(req.id())
+                .set_message_type(MessageType::Response)
+                .set_recursion_desired(true)
+                .set_recursion_available(true);
+            for q in req.queries() {
+                if q.query_type() == hickory_proto::rr::RecordType::A {
+                    resp.add_answer(Record::from_rdata(
+                        q.name().clone(),
+                        5,
+                        RData::A(A(std::net::Ipv4Addr::new(198, 51, 100, 7))),
+                    ));
+                }
+                resp.add_query(q.clone());
+            }
+            let _ = sock.send_to(&resp.to_vec().unwrap(), from);
+        }
+    });
+    (addr, count)
+}
+
+#[test]
+fn network_dns_answers_names_and_forwards_the_rest_to_the_upstream() {
+    let b = berth();
+    let (upstream, queries) = fake_upstream();
+    // The auto-started berthd takes its upstream from the environment of the first command.
+    b.stop_daemon();
+    let out = b
+        .cmd(&["network", "create", "dnsnet"])
+        .env("BERTH_DNS_UPSTREAMS", upstream.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let gw = b
+        .ok(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{json .IPAM.Config}}",
+            "dnsnet",
+        ])
+        .trim()
+        .to_owned();
+    let gw: serde_json::Value = serde_json::from_str(&gw).unwrap();
+    let gw = gw[0]["Gateway"].as_str().unwrap().to_owned();
+    let db = b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "db",
+        "--network",
+        "dnsnet",
+        "--network-alias",
+        "database",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    let db_ip = inspect(
+        &b,
+        db.trim(),
+        "{{.NetworkSettings.Networks.dnsnet.IPAddress}}",
+    );
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "dnsnet",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /etc/resolv.conf; nslookup database; nslookup db; nslookup upstream.example.test",
+    ]);
+    assert!(out.contains(&format!("nameserver {gw}")), "{out}");
+    let after = |what: &str| out.split(what).nth(1).unwrap_or_default().to_owned();
+    assert!(
+        after("Name:\tdatabase").contains(&db_ip) || after("database").contains(&db_ip),
+        "{out}"
+    );
+    assert!(
+        after("upstream.example.test").contains("198.51.100.7"),
+        "{out}"
+    );
+    assert!(queries.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    b.ok(&["rm", "-f", db.trim()]);
+    b.ok(&["network", "rm", "dnsnet"]);
+    // The name server is gone with the last container: nothing listens on the gateway.
+    let ss = sh("ss -lunH");
+    assert!(!ss.contains(&format!("{gw}:53")), "{ss}");
 }

@@ -68,6 +68,9 @@ pub struct Config {
     pub snapshotter: SnapshotterKind,
     /// Where CNI plugin binaries are looked up, in order.
     pub cni_plugin_dirs: Vec<PathBuf>,
+    /// Where the name servers of user-defined networks forward other names (empty: the
+    /// host's resolv.conf nameservers).
+    pub dns_upstreams: Vec<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -96,6 +99,7 @@ impl Config {
                 .iter()
                 .map(PathBuf::from)
                 .collect(),
+            dns_upstreams: Vec::new(),
         }
     }
 }
@@ -159,6 +163,8 @@ pub(crate) struct Inner {
     events: events::EventBus,
     index: Mutex<container::Index>,
     net: berth_net::Manager,
+    /// The name server of each user-defined network that has containers.
+    dns: Mutex<HashMap<String, berth_net::dns::Responder>>,
 }
 
 impl Engine {
@@ -198,6 +204,7 @@ impl Engine {
             events: events::EventBus::new(),
             index: Mutex::new(container::Index::default()),
             net,
+            dns: Mutex::new(HashMap::new()),
         }));
         recover::boot(&engine);
         engine.networks_reconcile();

@@ -234,7 +234,7 @@ impl Engine {
             Mode::Network(primary) => {
                 let res = self.attach_all(c, &conf, primary, &name);
                 if let Err(err) = res {
-                    if let Err(e) = self.net().detach_all(&c.id) {
+                    if let Err(e) = self.net().detach_all(&c.id, true) {
                         tracing::warn!("undo the network setup of container {name}: {e}");
                     }
                     return Err(fail(err));
@@ -285,12 +285,28 @@ impl Engine {
             .into_iter()
             .map(|a| a.network)
             .collect();
-        if let Err(e) = self.net().detach_all(id) {
+        if let Err(e) = self.net().detach_all(id, self.netns_shared(id)) {
             tracing::warn!("network teardown of container {id}: {e}");
         }
         for n in nets {
             self.refresh_hosts(&n);
         }
+    }
+
+    /// Whether a running container joined `id`'s namespace (`--network container:`).
+    fn netns_shared(&self, id: &str) -> bool {
+        let name = self.index().by_id.get(id).map(|c| c.name());
+        self.containers(None).into_iter().any(|c| {
+            let m = c.lock();
+            if !m.rec.status.is_active() {
+                return false;
+            }
+            let conf = m.rec.config();
+            match mode(&conf.network_mode) {
+                Mode::Container(o) => o == id || Some(o) == name.as_deref() || id.starts_with(o),
+                _ => false,
+            }
+        })
     }
 
     /// At boot: DEL what belongs to containers that are gone or no longer run.
@@ -313,6 +329,18 @@ impl Engine {
                 let _ = self.net().remove_netns(&id);
             }
         }
+        // The name servers of networks whose containers kept running while berthd was down.
+        let mut nets: Vec<String> = self
+            .net()
+            .all_attachments()
+            .into_iter()
+            .map(|a| a.network)
+            .collect();
+        nets.sort();
+        nets.dedup();
+        for n in nets {
+            self.refresh_dns(&n);
+        }
     }
 
     /// The attachments of a container (cached CNI results).
@@ -326,6 +354,7 @@ impl Engine {
         }
         // Also when on the default network only: its own address.
         self.write_hosts(id);
+        self.write_resolv(id);
     }
 
     /// Rewrite `/etc/hosts` of every member of a network.
@@ -337,8 +366,97 @@ impl Engine {
             .filter(|a| a.network == network)
             .map(|a| a.container_id)
             .collect();
+        self.refresh_dns(network);
         for id in members {
             self.write_hosts(&id);
+        }
+    }
+
+    /// Start, update or stop the name server of a user-defined network: it runs while the
+    /// network has containers, bound to the gateway (on the bridge once a container joined).
+    fn refresh_dns(&self, network: &str) {
+        let mut names = berth_net::dns::Names::new();
+        for a in self.net().all_attachments() {
+            if a.network != network {
+                continue;
+            }
+            if let Some(ip) = a.ip {
+                for alias in &a.aliases {
+                    names
+                        .entry(alias.to_ascii_lowercase())
+                        .or_default()
+                        .push(ip);
+                }
+            }
+        }
+        let mut servers = self.0.dns.lock().unwrap_or_else(|p| p.into_inner());
+        let net = match self.net().get(network) {
+            Ok(n) if !n.is_default() && !names.is_empty() => n,
+            _ => {
+                servers.remove(network);
+                return;
+            }
+        };
+        if !servers.contains_key(network) {
+            let upstreams = if self.config().dns_upstreams.is_empty() {
+                berth_net::dns::host_upstreams()
+            } else {
+                self.config().dns_upstreams.clone()
+            };
+            let addr = std::net::SocketAddr::new(net.gateway.into(), 53);
+            match berth_net::dns::Responder::start(addr, upstreams) {
+                Ok(r) => {
+                    servers.insert(network.to_owned(), r);
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "network {network}: cannot serve DNS on {addr}: {e}; its containers use the host's resolvers"
+                    );
+                    return;
+                }
+            }
+        }
+        if let Some(r) = servers.get(network) {
+            r.set_names(names);
+        }
+    }
+
+    /// The name server of the container's first network, if that network runs one.
+    fn dns_server_of(&self, id: &str) -> Option<std::net::IpAddr> {
+        let first = self.net().attachments(id).into_iter().next()?;
+        let servers = self.0.dns.lock().unwrap_or_else(|p| p.into_inner());
+        servers.get(&first.network).map(|r| r.addr().ip())
+    }
+
+    /// resolv.conf of a container on a user-defined network without `--dns`: the network's
+    /// name server, with the host's search and options lines. Written in place.
+    fn write_resolv(&self, id: &str) {
+        let own_dns = self
+            .index()
+            .by_id
+            .get(id)
+            .is_some_and(|c| !c.lock().rec.config().dns.is_empty());
+        if own_dns {
+            return;
+        }
+        let Some(server) = self.dns_server_of(id) else {
+            return;
+        };
+        let dir = self.containers_dir(id);
+        let (file, base) = (dir.join("resolv.conf"), dir.join("resolv.conf.base"));
+        if !base.exists() && std::fs::copy(&file, &base).is_err() {
+            return;
+        }
+        let text = std::fs::read_to_string(&base).unwrap_or_default();
+        let mut out = vec![format!("nameserver {server}")];
+        out.extend(
+            text.lines()
+                .filter(|l| l.starts_with("search") || l.starts_with("options"))
+                .map(str::to_owned),
+        );
+        out.push(String::new());
+        if let Err(e) = std::fs::write(&file, out.join("\n")) {
+            tracing::warn!("write {}: {e}", file.display());
         }
     }
 

@@ -10,6 +10,7 @@
 //! overlap; the default network's bridge name is derived from the root.
 
 mod cni;
+pub mod dns;
 mod netns;
 mod pool;
 mod ports;
@@ -247,6 +248,8 @@ pub struct Manager {
     cfg: Config,
     claims: pool::Claims,
     lock: Mutex<()>,
+    /// Networks whose masquerade rule is known to be in place.
+    masq: Mutex<std::collections::HashSet<String>>,
 }
 
 fn valid_name(n: &str) -> bool {
@@ -280,6 +283,7 @@ impl Manager {
             },
             cfg,
             lock: Mutex::new(()),
+            masq: Mutex::new(std::collections::HashSet::new()),
         };
         for d in [m.dir(), m.dir().join("results"), m.ipam_dir()] {
             std::fs::create_dir_all(&d).map_err(|e| Error::io("create", &d, e))?;
@@ -514,6 +518,76 @@ impl Manager {
         }
     }
 
+    /// The rule that masquerades what leaves a network for the outside (Docker's
+    /// `-s SUBNET ! -o BRIDGE -j MASQUERADE`), tagged with the network's id.
+    fn masq_rule(net: &Network, op: &str) -> Vec<String> {
+        let comment = format!("berth network {} {}", net.name, &net.id[..12]);
+        [
+            "-w",
+            "-t",
+            "nat",
+            op,
+            "POSTROUTING",
+            "-s",
+            &net.subnet.to_string(),
+            "!",
+            "-o",
+            &net.bridge,
+            "-m",
+            "comment",
+            "--comment",
+            &comment,
+            "-j",
+            "MASQUERADE",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+    }
+
+    fn iptables(args: &[String]) -> Result<bool, Error> {
+        let out = std::process::Command::new("iptables")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| Error::io("run", Path::new("iptables"), e))?;
+        if !out.status.success() && args.iter().any(|a| a == "-A") {
+            return Err(Error::Plugin {
+                plugin: "iptables".into(),
+                message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            });
+        }
+        Ok(out.status.success())
+    }
+
+    /// Put the network's masquerade rule in place once (internal networks have none).
+    pub fn ensure_masquerade(&self, net: &Network) -> Result<(), Error> {
+        if net.internal {
+            return Ok(());
+        }
+        let mut done = self.masq.lock().unwrap_or_else(|p| p.into_inner());
+        if done.contains(&net.id) {
+            return Ok(());
+        }
+        if !Self::iptables(&Self::masq_rule(net, "-C"))? {
+            Self::iptables(&Self::masq_rule(net, "-A"))?;
+        }
+        done.insert(net.id.clone());
+        Ok(())
+    }
+
+    fn remove_masquerade(&self, net: &Network) {
+        self.masq
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&net.id);
+        for _ in 0..8 {
+            if !Self::iptables(&Self::masq_rule(net, "-D")).unwrap_or(false) {
+                break;
+            }
+        }
+    }
+
     /// The conflist Berth owns for a network.
     fn conflist(&self, net: &Network) -> Value {
         let mut range =
@@ -530,7 +604,10 @@ impl Manager {
                     "bridge": net.bridge,
                     "isGateway": true,
                     "isDefaultGateway": !net.internal,
-                    "ipMasq": !net.internal,
+                    // Masquerading is one rule per network that Berth owns (see
+                    // `ensure_masquerade`): per container it would cost iptables runs on
+                    // every start and stop, and leak when the namespace is gone at DEL.
+                    "ipMasq": false,
                     "hairpinMode": true,
                     "capabilities": {"ips": true},
                     "ipam": {
@@ -566,6 +643,7 @@ impl Manager {
     }
 
     fn remove_locked(&self, net: &Network) -> Result<(), Error> {
+        self.remove_masquerade(net);
         netns::delete_bridge(&net.bridge)
             .map_err(|e| Error::io("delete the bridge", Path::new(&net.bridge), e))?;
         let record = self.record_path(&net.name);
@@ -694,6 +772,10 @@ impl Manager {
             plugin_dirs: &self.cfg.plugin_dirs,
         };
         let result = cni::add_list(&inv, &list, &runtime)?;
+        if let Err(e) = self.ensure_masquerade(net) {
+            let _ = cni::del_list(&inv, &list, Some(&result), &runtime);
+            return Err(e);
+        }
         let (ip, mac) = parse_result(&result, &opts.ifname);
         let att = Attachment {
             network: net.name.clone(),
@@ -752,8 +834,19 @@ impl Manager {
 
     /// Detach `container` from everything and remove its namespace file; every step is tried,
     /// the first error returned.
-    pub fn detach_all(&self, container: &str) -> Result<(), Error> {
+    ///
+    /// Unless `shared` (other containers joined the namespace), the namespace file goes
+    /// first: its last reference dropped, the kernel destroys the namespace and the veth pairs
+    /// in it on its own, and the DELs (given an empty `CNI_NETNS`, as the CNI spec allows for
+    /// a namespace that is gone) only release the address and the port mappings. That saves
+    /// the plugins entering the namespace and deleting links synchronously on every stop.
+    pub fn detach_all(&self, container: &str, shared: bool) -> Result<(), Error> {
         let mut first = None;
+        if !shared {
+            if let Err(e) = self.remove_netns(container) {
+                first.get_or_insert(e);
+            }
+        }
         for a in self.attachments(container) {
             if let Err(e) = self.detach(container, &a.network) {
                 first.get_or_insert(e);

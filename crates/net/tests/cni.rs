@@ -35,7 +35,7 @@ impl Root {
 impl Drop for Root {
     fn drop(&mut self) {
         for a in self.m.all_attachments() {
-            let _ = self.m.detach_all(&a.container_id);
+            let _ = self.m.detach_all(&a.container_id, false);
         }
         self.m.purge();
         let _ = self.dir.path();
@@ -88,7 +88,7 @@ fn attach_publish_detach_leaves_nothing() {
     // The cache survives a new manager (daemon restart) and DEL uses it.
     let m2 = Manager::open(r.m.config().clone()).unwrap();
     assert_eq!(m2.attachments(&id).len(), 1);
-    m2.detach_all(&id).unwrap();
+    m2.detach_all(&id, false).unwrap();
     assert!(!ns.exists());
     assert!(m2.attachments(&id).is_empty());
     let subnet = net.subnet.to_string();

@@ -198,7 +198,7 @@ impl Berth {
         }
         let m = self.net();
         for a in m.all_attachments() {
-            let _ = m.detach_all(&a.container_id);
+            let _ = m.detach_all(&a.container_id, false);
         }
         for e in std::fs::read_dir(self.state().join("netns"))
             .into_iter()
