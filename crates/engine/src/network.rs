@@ -33,6 +33,9 @@ pub(crate) fn net_status(e: &berth_net::Error) -> RpcStatus {
     }
 }
 
+/// The CNI ADDs of a start, running beside the shim's spawn.
+pub(crate) struct PendingAttach(Option<tokio::task::JoinHandle<Result<(), RpcStatus>>>);
+
 /// How a container's network mode is handled.
 enum Mode<'a> {
     /// `host` or `none`: nothing to set up (none: a new namespace with loopback only).
@@ -189,17 +192,76 @@ impl Engine {
         }
     }
 
-    /// Before the shim is spawned: the container's network namespace and its networks. On
-    /// failure nothing is left configured.
-    pub(crate) async fn networks_attach(&self, c: &Arc<Container>) -> Result<(), RpcStatus> {
+    /// Before the shim is spawned: the container's namespace file (the runtime joins it by
+    /// path while it creates the container), then the CNI ADDs on a blocking thread while the
+    /// shim starts: the container's process waits before `execve` until `Start`, which comes
+    /// only after [`Engine::networks_attach_end`]. `container:` modes are bound here at once.
+    pub(crate) async fn networks_attach_begin(
+        &self,
+        c: &Arc<Container>,
+    ) -> Result<PendingAttach, RpcStatus> {
+        let conf = c.lock().rec.config();
+        if !matches!(mode(&conf.network_mode), Mode::Network(_)) {
+            let e = self.clone();
+            let c = c.clone();
+            tokio::task::spawn_blocking(move || e.networks_attach_blocking(&c))
+                .await
+                .map_err(|err| RpcStatus::internal(format!("network setup: {err}")))??;
+            return Ok(PendingAttach(None));
+        }
+        self.net().create_netns(&c.id).map_err(|e| {
+            RpcStatus::internal(format!(
+                "failed to set up the network of container {}: {e}",
+                c.name()
+            ))
+        })?;
         let e = self.clone();
         let c = c.clone();
-        tokio::task::spawn_blocking(move || e.networks_attach_blocking(&c))
-            .await
-            .map_err(|err| RpcStatus::internal(format!("network setup: {err}")))?
+        Ok(PendingAttach(Some(tokio::task::spawn_blocking(
+            move || e.networks_attach_blocking(&c),
+        ))))
+    }
+
+    /// Wait for the ADDs started by [`Engine::networks_attach_begin`], whatever the shim's
+    /// spawn gave (`spawned`). A failed setup is undone (namespace and all) and a shim that
+    /// was spawned meanwhile is deleted; the setup's error is returned.
+    pub(crate) async fn networks_attach_end(
+        &self,
+        c: &Arc<Container>,
+        pending: PendingAttach,
+        spawned: Result<Result<berth_shim::Client, berth_shim::Error>, RpcStatus>,
+    ) -> Result<Result<berth_shim::Client, berth_shim::Error>, RpcStatus> {
+        let setup = match pending.0 {
+            None => Ok(()),
+            Some(h) => h
+                .await
+                .map_err(|err| RpcStatus::internal(format!("network setup: {err}")))
+                .and_then(|r| r),
+        };
+        if let Err(st) = setup {
+            if let Ok(Ok(client)) = spawned {
+                let _ = tokio::task::spawn_blocking(move || client.delete()).await;
+            }
+            let e = self.clone();
+            let id = c.id.clone();
+            let _ = tokio::task::spawn_blocking(move || e.networks_detach(&id)).await;
+            return Err(st);
+        }
+        spawned
     }
 
     fn networks_attach_blocking(&self, c: &Container) -> Result<(), RpcStatus> {
+        let started = std::time::Instant::now();
+        let res = self.networks_attach_inner(c);
+        tracing::debug!(
+            "network setup of {}: {:.1} ms",
+            c.id,
+            started.elapsed().as_secs_f64() * 1e3
+        );
+        res
+    }
+
+    fn networks_attach_inner(&self, c: &Container) -> Result<(), RpcStatus> {
         let (conf, name) = {
             let m = c.lock();
             (m.rec.config(), m.rec.name.clone())
@@ -252,7 +314,11 @@ impl Engine {
         primary: &str,
         name: &str,
     ) -> Result<(), berth_net::Error> {
-        let netns = self.net().create_netns(&c.id)?;
+        // Made by `networks_attach_begin` before the shim was spawned.
+        let netns = self.net().netns_path(&c.id);
+        if !netns.exists() {
+            self.net().create_netns(&c.id)?;
+        }
         let mut aliases = vec![name.to_owned(), c.id[..12].to_owned()];
         aliases.extend(conf.network_aliases.iter().cloned());
         let mut ports: Vec<PortMapping> = conf
@@ -279,6 +345,7 @@ impl Engine {
     /// The main process is gone (or the container is removed): DEL from every network and
     /// drop the namespace file. Idempotent; errors are logged.
     pub(crate) fn networks_detach(&self, id: &str) {
+        let started = std::time::Instant::now();
         let nets: Vec<String> = self
             .net()
             .attachments(id)
@@ -291,6 +358,20 @@ impl Engine {
         for n in nets {
             self.refresh_hosts(&n);
         }
+        tracing::debug!(
+            "network teardown of {id}: {:.1} ms",
+            started.elapsed().as_secs_f64() * 1e3
+        );
+    }
+
+    /// The main process exited: the network teardown on a blocking thread, beside the shim's
+    /// delete. Correct because the container's init is gone, so its pid namespace holds no
+    /// process any more (the kernel kills and reaps the rest before the init's exit is
+    /// reported); containers that joined the namespace keep it (`netns_shared`).
+    pub(crate) fn networks_detach_begin(&self, id: &str) -> tokio::task::JoinHandle<()> {
+        let e = self.clone();
+        let id = id.to_owned();
+        tokio::task::spawn_blocking(move || e.networks_detach(&id))
     }
 
     /// Whether a running container joined `id`'s namespace (`--network container:`).

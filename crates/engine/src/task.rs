@@ -83,8 +83,9 @@ impl Engine {
         };
         let _ = std::fs::remove_file(cfg.bundle.join("exit.json"));
         let bin = self.config().shim_binary.clone();
-        self.networks_attach(c).await?;
-        let res = blocking(move || berth_shim::spawn(&bin, &cfg)).await?;
+        let net = self.networks_attach_begin(c).await?;
+        let res = blocking(move || berth_shim::spawn(&bin, &cfg)).await;
+        let res = self.networks_attach_end(c, net, res).await?;
         match res {
             Ok(client) => {
                 let client = Arc::new(client);
@@ -203,11 +204,12 @@ impl Engine {
             return;
         }
         let cl = client.clone();
+        let net = self.networks_detach_begin(&c.id);
         let deleted = blocking(move || cl.delete()).await;
         if let Ok(Err(e)) = &deleted {
             tracing::warn!("delete the task of container {}: {}", c.id, err_chain(e));
         }
-        self.networks_detach(&c.id);
+        let _ = net.await;
         let (restart, auto_remove, name, image, status) = {
             let mut m = c.lock();
             if m.run != run {

@@ -45,6 +45,7 @@ pub(crate) fn exec(inv: &Invocation, command: &str, conf: &Value) -> Result<Valu
     let bin = find_plugin(inv.plugin_dirs, &typ)?;
     let path = std::env::join_paths(inv.plugin_dirs).unwrap_or_default();
     let input = serde_json::to_vec(conf).unwrap_or_default();
+    let started = std::time::Instant::now();
     let mut child = Command::new(&bin)
         .env_clear()
         .env("CNI_COMMAND", command)
@@ -69,6 +70,11 @@ pub(crate) fn exec(inv: &Invocation, command: &str, conf: &Value) -> Result<Valu
         plugin: typ.clone(),
         message: format!("cannot wait for {}: {e}", bin.display()),
     })?;
+    tracing::debug!(
+        "CNI {command} {typ} for {}: {:.1} ms",
+        inv.container_id,
+        started.elapsed().as_secs_f64() * 1e3
+    );
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     if !out.status.success() {
         // CNI's error document: {"code": N, "msg": "...", "details": "..."}.
