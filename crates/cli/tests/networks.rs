@@ -522,3 +522,49 @@ fn network_dns_answers_names_and_forwards_the_rest_to_the_upstream() {
     let ss = sh("ss -lunH");
     assert!(!ss.contains(&format!("{gw}:53")), "{ss}");
 }
+
+#[test]
+fn a_daemon_restart_keeps_running_containers_networked_and_tears_down_the_exited() {
+    let b = berth();
+    b.ok(&["network", "create", "rnet"]);
+    let web = run_httpd(&b, &["--name", "rweb", "--network", "rnet"], "still-here");
+    let short = b
+        .ok(&["run", "-d", "--network", "rnet", "busybox", "sleep", "1"])
+        .trim()
+        .to_owned();
+    b.stop_daemon();
+    // `short` exits while berthd is down; `rweb` keeps running under its shim.
+    std::thread::sleep(Duration::from_secs(2));
+    let ps = b.ok(&["ps", "-a", "--format", "{{.ID}} {{.State}}"]);
+    assert!(ps.contains(&format!("{} exited", &short[..12])), "{ps}");
+    // Boot reconciled: the exited container's DEL ran from the cached result.
+    assert!(b.net().attachments(&short).is_empty());
+    assert!(!b.state().join("netns").join(&short).exists());
+    assert_eq!(b.net().attachments(&web).len(), 1);
+    // Names and the name server work again for the one still running.
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "rnet",
+        "busybox",
+        "sh",
+        "-c",
+        &fetch_script("http://rweb/"),
+    ]);
+    assert!(out.contains("still-here"), "{out:?}");
+    let bridge = b
+        .ok(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{index .Options \"com.docker.network.bridge.name\"}}",
+            "rnet",
+        ])
+        .trim()
+        .to_owned();
+    let subnet = subnet_of(&b, "rnet");
+    b.ok(&["rm", "-f", &web, &short]);
+    b.ok(&["network", "rm", "rnet"]);
+    assert_no_leftovers(&b, &[bridge], &[subnet], &[web, short]);
+}
