@@ -438,8 +438,12 @@ impl Engine {
         self.write_resolv(id);
     }
 
-    /// Rewrite `/etc/hosts` of every member of a network.
+    /// Rewrite `/etc/hosts` of every member of a network. The default network has no name
+    /// resolution (as in Docker), so a start there never touches other containers' files.
     fn refresh_hosts(&self, network: &str) {
+        if network == berth_net::DEFAULT_NETWORK {
+            return;
+        }
         let members: Vec<String> = self
             .net()
             .all_attachments()
@@ -678,11 +682,15 @@ impl Engine {
 
     /// The ps PORTS and NETWORKS columns.
     pub(crate) fn network_columns(&self, id: &str, conf: &ContainerConfig) -> (String, String) {
-        let atts = self.container_attachments(id);
-        let ports: Vec<String> = atts
-            .iter()
-            .flat_map(|a| a.ports.iter().map(port_text))
-            .collect();
+        // `ps` runs this for every container: no file is read unless ports were published.
+        let ports: Vec<String> = if conf.publish.is_empty() {
+            Vec::new()
+        } else {
+            self.container_attachments(id)
+                .iter()
+                .flat_map(|a| a.ports.iter().map(port_text))
+                .collect()
+        };
         let mut nets: Vec<String> = match mode(&conf.network_mode) {
             Mode::Network(n) => vec![n.to_owned()],
             _ => vec![conf.network_mode.clone()],
