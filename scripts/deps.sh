@@ -21,6 +21,9 @@ packages=(
   debootstrap       # the pull benchmark's Debian minbase layer
   jq                # the pull benchmark's image builder reads JSON with it
   protobuf-compiler # protoc, for the berth.v1 gRPC code generated at build time
+  containernetworking-plugins # CNI bridge, host-local, portmap: every container's network
+  iptables          # the portmap plugin's DNAT and Berth's masquerade rules (nft backend is fine)
+  iproute2          # ip(8): the network tests look at links, addresses and namespaces
 )
 
 missing=()

@@ -25,6 +25,8 @@ const TARGET_VS_FLOOR: f64 = 3.0;
 const TARGET_PS_MS: f64 = 50.0;
 const TARGET_BERTHD_MIB: f64 = 20.0;
 const TARGET_SHIM_MIB: f64 = 1.5;
+/// Issue #5: what the default bridge network may add to `run --rm` over `--network none`.
+const TARGET_BRIDGE_ADDED_MS: f64 = 15.0;
 
 /// The programs, resolved.
 struct Tools {
@@ -269,7 +271,8 @@ struct Target {
 
 fn label(name: &str) -> &'static str {
     match name {
-        "berth" => "berth run --rm",
+        "berth" => "berth run --rm --network none",
+        "berth-bridge" => "berth run --rm (bridge)",
         "ctr" => "ctr run --rm",
         "podman" => "podman run --rm --network none",
         "floor" => "floor (unshare+chroot)",
@@ -280,7 +283,16 @@ fn label(name: &str) -> &'static str {
 /// The command that starts `true` once in a container of `name`.
 fn start_cmd(name: &str, eng: &Engines) -> Result<Command> {
     Ok(match name {
+        // Without a network, like ctr's default and podman's `--network none`: the peers
+        // are compared with the same work.
         "berth" => {
+            let mut c = eng.berth.cmd();
+            c.args(["run", "--rm", "--network", "none", IMAGE_TAG, "true"]);
+            c
+        }
+        // The default network (CNI bridge, host-local): the cost of networking is the
+        // difference of the two medians, timed in the same interleaved rounds.
+        "berth-bridge" => {
             let mut c = eng.berth.cmd();
             c.args(["run", "--rm", IMAGE_TAG, "true"]);
             c
@@ -318,6 +330,9 @@ fn start_true(
     targets: &mut Vec<Target>,
 ) -> Result<()> {
     let mut names: Vec<&'static str> = vec!["berth"];
+    if !a.skipped("bridge") {
+        names.push("berth-bridge");
+    }
     if eng.ctr.is_some() {
         names.push("ctr");
     }
@@ -336,7 +351,7 @@ fn start_true(
             let mut cmd = start_cmd(name, eng)?;
             match timed(&mut cmd)? {
                 Ok(_) => keep.push(*name),
-                Err(f) if *name == "berth" => {
+                Err(f) if name.starts_with("berth") => {
                     return Err(format!(
                         "warm-up round {}: `berth run --rm {IMAGE_TAG} true` failed ({}): {}",
                         round + 1,
@@ -436,10 +451,23 @@ fn start_true(
         );
     }
     j.insert("berth_left_after_rm".into(), json!(left.len()));
+    let added = median("berth").and_then(|n| median("berth-bridge").map(|b| b - n));
+    if let Some(d) = added {
+        println!("  the default bridge network adds {d:.2} ms to the median of berth run --rm");
+        j.insert("bridge_added_ms".into(), json!(r3(d)));
+    }
     result.insert("start_true".into(), Value::Object(j));
     result.insert("runs".into(), json!(a.runs));
     result.insert("warmup_rounds".into(), json!(WARMUP_ROUNDS));
     let berth = median("berth");
+    targets.push(Target {
+        key: "bridge_added_ms",
+        text: format!("bridge adds <= {TARGET_BRIDGE_ADDED_MS} ms to run --rm"),
+        value: added,
+        limit: TARGET_BRIDGE_ADDED_MS,
+        unit: "ms",
+        strict: false,
+    });
     targets.push(Target {
         key: "berth_vs_ctr",
         text: format!("berth run --rm median <= {TARGET_VS_CTR}x ctr"),

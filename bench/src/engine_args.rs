@@ -28,8 +28,9 @@ options:
                         of this berth-bench executable)
       --berth PATH      the berth CLI (default: DIR/berth)
       --skip PARTS      leave out parts or peers, comma-separated: start, burst, load (the
-                        three parts), ctr, podman, floor (peers of part 1; skipping ctr also
-                        drops ctr from parts 2 and 3)
+                        three parts), ctr, podman, floor, bridge (peers of part 1; skipping
+                        ctr also drops ctr from parts 2 and 3; bridge is berth on its
+                        default network)
       --busybox PATH    a static busybox for the image (default /bin/busybox)
       --tmpdir DIR      where the stores go (default /tmp; keep the path short: sockets live
                         below it)
@@ -39,7 +40,7 @@ options:
 ";
 
 /// What `--skip` accepts.
-pub const SKIPPABLE: [&str; 6] = ["start", "burst", "load", "ctr", "podman", "floor"];
+pub const SKIPPABLE: [&str; 7] = ["start", "burst", "load", "ctr", "podman", "floor", "bridge"];
 
 /// What to run and with what.
 #[derive(Debug)]

@@ -547,6 +547,20 @@ impl Berth {
             }
         }
         self.stop_daemon();
+        // The default network outlives its containers (as Docker's does): remove it, and
+        // anything a container left attached, with the root.
+        if self.root.join("networks").exists() {
+            let cfg = berth_net::Config::new(self.root.clone(), self.state());
+            match berth_net::Manager::open(cfg) {
+                Ok(m) => {
+                    for a in m.all_attachments() {
+                        let _ = m.detach_all(&a.container_id, false);
+                    }
+                    m.purge();
+                }
+                Err(e) => eprintln!("berth-bench: cleanup: networks: {e}"),
+            }
+        }
         let ids: Vec<String> = std::fs::read_dir(self.root.join("containers"))
             .map(|rd| {
                 rd.flatten()

@@ -90,12 +90,7 @@ pub fn config_from(o: &crate::ContainerOpts) -> Result<ContainerConfig, Failure>
             cfg.entrypoint = vec![ep.clone()];
         }
     }
-    let n = &cfg.network_mode;
-    if !matches!(n.as_str(), "" | "none" | "host" | "default" | "bridge") {
-        return Err(bad(format!(
-            "invalid --network {n:?}: berth supports \"none\" and \"host\" (bridge networking comes later)"
-        )));
-    }
+    crate::networks::apply_flags(o, &mut cfg)?;
     for l in &o.label {
         let (k, v) = parse::label(l).map_err(bad)?;
         cfg.labels.insert(k, v);

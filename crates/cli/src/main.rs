@@ -8,6 +8,7 @@
 mod client;
 mod containers;
 mod images;
+mod networks;
 mod output;
 mod progress;
 mod system;
@@ -119,6 +120,11 @@ pub enum Command {
     /// Manage containers.
     #[command(subcommand)]
     Container(ContainerCommand),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(networks::NetworkCommand),
+    /// List port mappings or a specific mapping for the container.
+    Port(networks::PortArgs),
     /// Download an image from a registry.
     Pull(PullArgs),
     /// Upload an image to a registry.
@@ -274,9 +280,22 @@ pub struct ContainerOpts {
     /// Container host name.
     #[arg(short = 'h', long)]
     pub hostname: Option<String>,
-    /// Connect a container to a network: `none` or `host`.
+    /// Connect a container to a network: `bridge` (default), `none`, `host`,
+    /// `container:<name|id>`, or a network made with `berth network create`.
     #[arg(long, alias = "net")]
     pub network: Option<String>,
+    /// Add a network-scoped alias for the container.
+    #[arg(long)]
+    pub network_alias: Vec<String>,
+    /// IPv4 address (e.g. 172.30.100.104) on a user-defined network.
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// Publish a container's port(s) to the host: [ip:][hostPort:]containerPort[/tcp|udp].
+    #[arg(short = 'p', long)]
+    pub publish: Vec<String>,
+    /// Publish all exposed ports to random ports.
+    #[arg(short = 'P', long)]
+    pub publish_all: bool,
     /// Mount the container's root filesystem as read only.
     #[arg(long)]
     pub read_only: bool,
@@ -980,6 +999,8 @@ async fn run_command(c: &client::Client, command: Command) -> Result<u8, Failure
             ok(containers::inspect(c, a, Some("container")).await)
         }
         Command::Container(CC::Prune(a)) => ok(containers::prune(c, a).await),
+        Command::Network(a) => ok(networks::network(c, a).await),
+        Command::Port(a) => ok(networks::port(c, a).await),
         Command::Events(a) | Command::System(SystemCommand::Events(a)) => {
             ok(system::events(c, a).await)
         }

@@ -44,6 +44,22 @@ struct Args {
     /// Pull mirrors, REGISTRY=MIRROR (repeatable).
     #[arg(long = "registry-mirror")]
     registry_mirror: Vec<String>,
+    /// Directories searched for CNI plugins, in order (repeatable, or comma separated);
+    /// default /usr/lib/cni and /opt/cni/bin.
+    #[arg(
+        long = "cni-plugin-dir",
+        env = "BERTH_CNI_PLUGIN_DIRS",
+        value_delimiter = ','
+    )]
+    cni_plugin_dir: Vec<PathBuf>,
+    /// Upstream resolvers (IP or IP:PORT) the name servers of user-defined networks forward
+    /// to (repeatable, or comma separated); default: the host's resolv.conf nameservers.
+    #[arg(
+        long = "dns-upstream",
+        env = "BERTH_DNS_UPSTREAMS",
+        value_delimiter = ','
+    )]
+    dns_upstream: Vec<String>,
     /// error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -150,6 +166,19 @@ fn build_config(args: &Args) -> Result<Config, String> {
             .entry(reg.to_owned())
             .or_default()
             .push(mirror.to_owned());
+    }
+    for u in &args.dns_upstream {
+        let addr = u
+            .parse::<std::net::SocketAddr>()
+            .or_else(|_| {
+                u.parse::<std::net::IpAddr>()
+                    .map(|ip| std::net::SocketAddr::new(ip, 53))
+            })
+            .map_err(|_| format!("invalid --dns-upstream {u:?}: use IP or IP:PORT"))?;
+        cfg.dns_upstreams.push(addr);
+    }
+    if !args.cni_plugin_dir.is_empty() {
+        cfg.cni_plugin_dirs = args.cni_plugin_dir.clone();
     }
     if let Some(s) = &args.snapshotter {
         cfg.snapshotter = if s == "native" {

@@ -128,6 +128,8 @@ impl Engine {
         let (runtime_name, runtime) = self.resolve_runtime(&cfg.runtime)?;
         let (log_driver, log_max_size, log_max_file) = self.log_options(&cfg)?;
         let image = self.resolve_image(ns, &cfg.image)?;
+        let mut cfg = cfg;
+        self.network_prepare(ns, &mut cfg, &image.config)?;
         let id = new_id();
         let mut undo = Undo {
             engine: self,
@@ -245,6 +247,7 @@ impl Engine {
         })
         .map_err(|e| RpcStatus::invalid_argument(err_chain(&e)))?;
         let mut spec = built.spec;
+        self.network_spec(&id, &cfg, &mut spec);
         let readonly = spec.root().as_ref().and_then(|r| r.readonly());
         let root = oci_spec::runtime::RootBuilder::default()
             .path("rootfs")

@@ -19,6 +19,7 @@ mod inspect;
 mod io;
 mod logs;
 mod names;
+mod network;
 mod observe;
 mod reaper;
 mod record;
@@ -67,6 +68,11 @@ pub struct Config {
     pub shim_binary: PathBuf,
     /// Snapshotter for a new store (an existing store keeps its own).
     pub snapshotter: SnapshotterKind,
+    /// Where CNI plugin binaries are looked up, in order.
+    pub cni_plugin_dirs: Vec<PathBuf>,
+    /// Where the name servers of user-defined networks forward other names (empty: the
+    /// host's resolv.conf nameservers).
+    pub dns_upstreams: Vec<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -91,6 +97,11 @@ impl Config {
             registry: berth_registry::Config::default(),
             shim_binary: default_shim_binary(),
             snapshotter: SnapshotterKind::Auto,
+            cni_plugin_dirs: berth_net::DEFAULT_PLUGIN_DIRS
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
+            dns_upstreams: Vec::new(),
         }
     }
 }
@@ -126,6 +137,9 @@ pub enum Error {
     /// The registry client could not be built.
     #[error("cannot set up the registry client")]
     Registry(#[source] berth_registry::Error),
+    /// The network state could not be opened.
+    #[error("cannot open the network state")]
+    Network(#[source] berth_net::Error),
     /// A directory could not be created or read.
     #[error("cannot {op} {path}")]
     Io {
@@ -152,6 +166,9 @@ pub(crate) struct Inner {
     index: Mutex<container::Index>,
     reaper: reaper::Reaper,
     volumes: volumes::State,
+    net: berth_net::Manager,
+    /// The name server of each user-defined network that has containers.
+    dns: Mutex<HashMap<String, berth_net::dns::Responder>>,
 }
 
 impl Engine {
@@ -181,6 +198,9 @@ impl Engine {
             })?;
         let registry =
             berth_registry::Client::new(cfg.registry.clone()).map_err(Error::Registry)?;
+        let mut net_cfg = berth_net::Config::new(cfg.root.clone(), cfg.state.clone());
+        net_cfg.plugin_dirs = cfg.cni_plugin_dirs.clone();
+        let net = berth_net::Manager::open(net_cfg).map_err(Error::Network)?;
         let engine = Engine(Arc::new(Inner {
             cfg,
             store: Arc::new(store),
@@ -190,8 +210,11 @@ impl Engine {
             index: Mutex::new(container::Index::default()),
             reaper: reaper::Reaper::start(),
             volumes: volumes::State::default(),
+            net,
+            dns: Mutex::new(HashMap::new()),
         }));
         recover::boot(&engine);
+        engine.networks_reconcile();
         Ok(engine)
     }
 
@@ -210,6 +233,9 @@ impl Engine {
             .add_service(TasksServer::new(service::TasksService::new(self.clone())))
             .add_service(berth_api::v1::volumes_server::VolumesServer::new(
                 volumes::VolumesService::new(self.clone()),
+            ))
+            .add_service(berth_api::v1::networks_server::NetworksServer::new(
+                network::NetworksService::new(self.clone()),
             ))
     }
 

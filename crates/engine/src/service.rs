@@ -87,7 +87,8 @@ impl containers_server::Containers for ContainersService {
         let created_of = |what: &str| self.e.find(&ns, what).ok().map(|c| c.lock().rec.created);
         let mut rows = Vec::with_capacity(containers.len());
         for c in &containers {
-            let (s, rec) = crate::inspect::summary(c);
+            let (mut s, rec) = crate::inspect::summary(c);
+            (s.ports, s.networks) = self.e.network_columns(&c.id, &rec.config());
             if !all && !rec.status.is_active() {
                 continue;
             }
@@ -108,7 +109,9 @@ impl containers_server::Containers for ContainersService {
     async fn inspect(&self, req: Request<ContainerRef>) -> Result<Response<JsonDocument>, Status> {
         let ns = namespace_of(&req).to_owned();
         let c = self.e.find(&ns, &req.get_ref().id)?;
-        let v = crate::inspect::inspect(&c, &self.e.containers_dir(&c.id));
+        let mut v = crate::inspect::inspect(&c, &self.e.containers_dir(&c.id));
+        self.e
+            .network_settings(&c.id, &c.lock().rec.config(), &mut v);
         Ok(Response::new(JsonDocument {
             json: v.to_string(),
         }))

@@ -80,7 +80,9 @@ impl Engine {
         };
         let _ = std::fs::remove_file(cfg.bundle.join("exit.json"));
         let bin = self.config().shim_binary.clone();
-        let res = blocking(move || berth_shim::spawn(&bin, &cfg)).await?;
+        let net = self.networks_attach_begin(c).await?;
+        let res = blocking(move || berth_shim::spawn(&bin, &cfg)).await;
+        let res = self.networks_attach_end(c, net, res).await?;
         match res {
             Ok(client) => {
                 let client = Arc::new(client);
@@ -90,6 +92,7 @@ impl Engine {
                 Ok(client)
             }
             Err(e) => {
+                self.networks_detach(&c.id);
                 let st = shim_status(
                     &format!("failed to create the task of container {name}"),
                     &e,
@@ -135,6 +138,7 @@ impl Engine {
                 let st = shim_status(&format!("failed to start container {name}"), &e);
                 let cl = client.clone();
                 let _ = blocking(move || cl.delete()).await;
+                self.networks_detach(&c.id);
                 let mut m = c.lock();
                 m.shim = None;
                 m.rec.error = err_chain(&e);
@@ -204,10 +208,12 @@ impl Engine {
             return;
         }
         let cl = client.clone();
+        let net = self.networks_detach_begin(&c.id);
         let deleted = blocking(move || cl.delete()).await;
         if let Ok(Err(e)) = &deleted {
             tracing::warn!("delete the task of container {}: {}", c.id, err_chain(e));
         }
+        let _ = net.await;
         let (restart, auto_remove, name, image, status) = {
             let mut m = c.lock();
             if m.run != run {
@@ -693,6 +699,7 @@ impl Engine {
             }
         }
         let _ = std::fs::remove_dir_all(self.runtime_root().join(id));
+        self.networks_detach(id);
     }
 
     /// `Prune`: remove every stopped container of `ns`.

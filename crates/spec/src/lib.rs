@@ -611,22 +611,10 @@ pub fn build(input: &Input) -> Result<Built, Error> {
         LinuxNamespaceType::Uts,
         LinuxNamespaceType::Mount,
     ];
-    match config.network_mode.as_str() {
-        "host" => {}
-        "" | "none" | "default" | "bridge" => ns_types.push(LinuxNamespaceType::Network),
-        other => {
-            return Err(Error::invalid(
-                "--network",
-                other,
-                "unsupported network mode: use none or host (bridge networks are not supported yet)",
-            ));
-        }
-    }
-    if matches!(config.network_mode.as_str(), "default" | "bridge") {
-        warnings.push(
-            "bridge networking is not supported yet: the container has only a loopback interface"
-                .into(),
-        );
+    // Every mode but `host` has a network namespace of its own; the engine names its path
+    // (created and configured with CNI at start, or another container's with `container:`).
+    if config.network_mode != "host" {
+        ns_types.push(LinuxNamespaceType::Network);
     }
     ns_types.push(LinuxNamespaceType::Cgroup);
     for t in ns_types {

@@ -183,6 +183,34 @@ impl Berth {
     }
 }
 
+impl Berth {
+    /// berth-net's view of this root (the daemon's plugin dirs and host registry defaults).
+    pub fn net(&self) -> berth_net::Manager {
+        berth_net::Manager::open(berth_net::Config::new(self.root(), self.state()))
+            .expect("open the network state")
+    }
+
+    /// DEL every cached attachment, then remove every network of this root. The daemon must
+    /// be stopped.
+    pub fn purge_networks(&self) {
+        if !self.root().join("networks").exists() {
+            return;
+        }
+        let m = self.net();
+        for a in m.all_attachments() {
+            let _ = m.detach_all(&a.container_id, false);
+        }
+        for e in std::fs::read_dir(self.state().join("netns"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = m.remove_netns(&e.file_name().to_string_lossy());
+        }
+        m.purge();
+    }
+}
+
 fn process_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // A zombie ("Z") has exited; its parent (not us) reaps it.
@@ -209,6 +237,9 @@ impl Drop for Berth {
             }
         }
         self.stop_daemon();
+        // Networks: whatever a failed test left attached, then every network of this root
+        // (the default bridge included): bridges, leases, subnet claims, namespace files.
+        self.purge_networks();
         // Anything still running from this root (shims, container processes holding its paths).
         for pid in berth_testutil::host::processes_with(&dir) {
             // SAFETY: kill(2) of a leftover process of this test; no memory is involved.
