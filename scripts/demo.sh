@@ -19,6 +19,9 @@ cleanup() {
     kill "$pid" 2>/dev/null || true
     while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
   fi
+  # The root's default bridge network lives on the host (bridge, masquerade rule): remove it
+  # with the root.
+  [[ -d "$root/networks" ]] && "$bin/berthd" --root "$root" --remove-networks || true
   rm -rf "$work"
 }
 trap cleanup EXIT

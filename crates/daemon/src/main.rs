@@ -63,6 +63,11 @@ struct Args {
     /// error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// Remove every network of this root from the host (bridges, masquerade rules, address
+    /// leases, subnet claims), then exit: for removing a root (an uninstall, a demo). Refused
+    /// while a berthd serves the root or a container is attached.
+    #[arg(long)]
+    remove_networks: bool,
 }
 
 fn main() -> ExitCode {
@@ -267,13 +272,8 @@ fn run(args: Args) -> Result<(), String> {
         std::fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
     }
     let _lock = lock_root(&cfg)?;
-    // Memory: glibc gives every thread that allocates its own arena (up to 8 per core), and
-    // memory freed in one is never reused by another; with bursts of blocking threads (shim
-    // spawns) that fragmentation was most of berthd's RSS with 500 containers. Two arenas
-    // serve two workers and the blocking pool well.
-    // SAFETY: mallopt only sets a malloc parameter; no other thread exists yet.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
+    if args.remove_networks {
+        return remove_networks(&cfg);
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -346,5 +346,21 @@ fn run(args: Args) -> Result<(), String> {
         Ok::<(), String>(())
     })?;
     rt.shutdown_timeout(Duration::from_millis(200));
+    Ok(())
+}
+
+/// `--remove-networks` (with the root's lock held, so no berthd serves it).
+fn remove_networks(cfg: &Config) -> Result<(), String> {
+    let m = berth_net::Manager::open(berth_net::Config::new(cfg.root.clone(), cfg.state.clone()))
+        .map_err(|e| format!("cannot open the networks of {}: {e}", cfg.root.display()))?;
+    let attached = m.all_attachments();
+    if !attached.is_empty() {
+        return Err(format!(
+            "{} container(s) of {} are still attached to networks: remove them first (berth rm -f)",
+            attached.len(),
+            cfg.root.display()
+        ));
+    }
+    m.purge();
     Ok(())
 }
