@@ -318,9 +318,11 @@ fn run(args: Args) -> Result<(), String> {
                 let _ = stop_rx.await;
             },
         ));
-        // Give memory freed after a burst (hundreds of starts or removals) back to the kernel.
+        // Give memory freed after a burst (hundreds of starts or removals) back to the kernel
+        // soon: CNI plugin runs and gRPC buffers leave the heap fragmented (36 MiB resident
+        // with 300 containers before a trim, 16 MiB after).
         tokio::spawn(async {
-            let mut tick = tokio::time::interval(Duration::from_secs(30));
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
