@@ -22,6 +22,11 @@ pub(crate) type IoStream = ReceiverStream<Result<IoOut, RpcStatus>>;
 
 const STACK: usize = 128 * 1024;
 
+/// A stream RPC whose first message is not the one that opens it.
+fn first_message_error(rpc: &str, want: &str) -> RpcStatus {
+    RpcStatus::invalid_argument(format!("the first message of {rpc} must be `{want}`"))
+}
+
 fn out(msg: io_out::Msg) -> Result<IoOut, RpcStatus> {
     Ok(IoOut { msg: Some(msg) })
 }
@@ -33,17 +38,8 @@ impl Engine {
         ns: &str,
         mut inbound: Streaming<IoIn>,
     ) -> Result<IoStream, RpcStatus> {
-        let first = inbound
-            .message()
-            .await?
-            .and_then(|m| m.msg)
-            .ok_or_else(|| {
-                RpcStatus::invalid_argument("the first message of Attach must be `attach`")
-            })?;
-        let io_in::Msg::Attach(a) = first else {
-            return Err(RpcStatus::invalid_argument(
-                "the first message of Attach must be `attach`",
-            ));
+        let Some(io_in::Msg::Attach(a)) = inbound.message().await?.and_then(|m| m.msg) else {
+            return Err(first_message_error("Attach", "attach"));
         };
         let c = self.find(ns, &a.id)?;
         let (client, tty, stdin_once) = {
@@ -87,17 +83,8 @@ impl Engine {
         ns: &str,
         mut inbound: Streaming<IoIn>,
     ) -> Result<IoStream, RpcStatus> {
-        let first = inbound
-            .message()
-            .await?
-            .and_then(|m| m.msg)
-            .ok_or_else(|| {
-                RpcStatus::invalid_argument("the first message of Exec must be `exec`")
-            })?;
-        let io_in::Msg::Exec(x) = first else {
-            return Err(RpcStatus::invalid_argument(
-                "the first message of Exec must be `exec`",
-            ));
+        let Some(io_in::Msg::Exec(x)) = inbound.message().await?.and_then(|m| m.msg) else {
+            return Err(first_message_error("Exec", "exec"));
         };
         if x.cmd.is_empty() {
             return Err(RpcStatus::invalid_argument("exec needs a command"));

@@ -14,8 +14,8 @@
 //! `sun_path`), and reports errors in its `--log` file as runc does.
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::os::fd::{OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use std::os::unix::process::CommandExt;
@@ -69,12 +69,9 @@ impl Stdio3 {
 
 impl Runtime {
     /// The child process for a runtime binary (`--runtime BIN`); without one the operation
-    /// is forked instead ([`Runtime::fork_helper`]) and this command is never spawned.
+    /// is forked instead ([`Runtime::fork_helper`]).
     fn command(&self, args: &[&OsStr]) -> Command {
-        let mut cmd = match &self.bin {
-            Some(bin) => Command::new(bin),
-            None => Command::new("/proc/self/exe"),
-        };
+        let mut cmd = Command::new(self.bin.as_deref().unwrap_or(Path::new("/proc/self/exe")));
         cmd.arg("--root")
             .arg(&self.root)
             .arg("--log")
@@ -111,10 +108,14 @@ impl Runtime {
         let log = self.bundle.join(RUNTIME_LOG);
         let _ = std::fs::remove_file(&log);
         let starts_process = stdio.process;
-        let mut cmd = self.command(args);
-        let stdio_fds = if self.bin.is_none() {
-            Some(stdio)
+        let name = self
+            .bin
+            .as_ref()
+            .map_or_else(|| OsString::from("berth-runtime"), |b| b.as_os_str().into());
+        let out = if self.bin.is_none() {
+            self.fork_helper(args, stdio, capture)
         } else {
+            let mut cmd = self.command(args);
             cmd.stdin(stdio.stdin.map_or_else(Stdio::null, Stdio::from));
             cmd.stdout(match (stdio.stdout, capture) {
                 (Some(fd), _) => Stdio::from(fd),
@@ -128,16 +129,6 @@ impl Runtime {
                 None if starts_process => Stdio::null(),
                 None => Stdio::piped(),
             });
-            None
-        };
-        let name = self
-            .bin
-            .as_ref()
-            .map_or_else(|| OsString::from("berth-runtime"), |b| b.as_os_str().into());
-        let out = if self.bin.is_none() {
-            drop(cmd);
-            self.fork_helper(args, stdio_fds, capture)
-        } else {
             cmd.spawn().and_then(|c| c.wait_with_output())
         }
         .map_err(|e| format!("run {} {verb}: {e}", name.to_string_lossy()))?;
@@ -167,12 +158,11 @@ impl Runtime {
     fn fork_helper(
         &self,
         args: &[&OsStr],
-        stdio: Option<Stdio3>,
+        stdio: Stdio3,
         capture: bool,
     ) -> std::io::Result<std::process::Output> {
         use std::os::fd::AsRawFd;
         use std::os::unix::process::ExitStatusExt;
-        let stdio = stdio.unwrap_or_default();
         let devnull = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -182,15 +172,6 @@ impl Runtime {
         } else {
             None
         };
-        let mut argv: Vec<OsString> = vec![
-            "--root".into(),
-            self.root.clone().into_os_string(),
-            "--log".into(),
-            self.bundle.join(RUNTIME_LOG).into_os_string(),
-            "--log-format".into(),
-            "json".into(),
-        ];
-        argv.extend(args.iter().map(|a| a.to_os_string()));
         let fd_in = stdio
             .stdin
             .as_ref()
@@ -204,32 +185,7 @@ impl Runtime {
             .stderr
             .as_ref()
             .map_or(devnull.as_raw_fd(), |f| f.as_raw_fd());
-        // SAFETY: the shim is single-threaded, so the child is a complete copy of a consistent
-        // process; it only runs our own code and leaves with `_exit`, never returning here.
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        if pid == 0 {
-            let code = (|| {
-                for (fd, target) in [(fd_in, 0), (fd_out, 1), (fd_err, 2)] {
-                    // SAFETY: dup2 onto the standard fds of this child; both are valid fds.
-                    if unsafe { libc::dup2(fd, target) } < 0 {
-                        return 127;
-                    }
-                }
-                if std::env::set_current_dir(&self.bundle).is_err()
-                    || unblock_all_signals().is_err()
-                {
-                    return 127;
-                }
-                let code = crate::helper::main(&argv);
-                let _ = std::io::Write::flush(&mut std::io::stdout());
-                code
-            })();
-            // SAFETY: leave the forked child without running the parent's destructors.
-            unsafe { libc::_exit(code) };
-        }
+        let pid = self.fork_runtime(args, [fd_in, fd_out, fd_err])?;
         // The parent's copies of the container's fds must go now: a pipe's reader sees EOF
         // only once every writer is closed.
         drop(stdio);
@@ -267,36 +223,60 @@ impl Runtime {
             return None;
         }
         let _ = std::fs::remove_file(self.bundle.join(RUNTIME_LOG));
-        let argv: Vec<OsString> = [
+        let devnull = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .ok()?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&devnull);
+        let args = [
+            OsStr::new("delete"),
+            OsStr::new("--force"),
+            OsStr::new(&self.id),
+        ];
+        self.fork_runtime(&args, [fd; 3]).ok()
+    }
+
+    /// Fork a child that runs `berth-shim runtime` with our `--root`/`--log` and `args` on the
+    /// berth-runtime library: its fds 0-2 become `stdio`, it enters the bundle, unblocks
+    /// signals and `_exit`s with the operation's code. Returns the child's pid.
+    fn fork_runtime(&self, args: &[&OsStr], stdio: [RawFd; 3]) -> std::io::Result<i32> {
+        let mut argv: Vec<OsString> = vec![
             "--root".into(),
             self.root.clone().into_os_string(),
             "--log".into(),
             self.bundle.join(RUNTIME_LOG).into_os_string(),
             "--log-format".into(),
             "json".into(),
-            "delete".into(),
-            "--force".into(),
-            OsString::from(&self.id),
-        ]
-        .into();
-        // SAFETY: as in `fork_helper`: a single-threaded process, a child that runs our code
-        // and leaves with `_exit`.
+        ];
+        argv.extend(args.iter().map(|a| a.to_os_string()));
+        // SAFETY: the shim is single-threaded, so the child is a complete copy of a consistent
+        // process; it only runs our own code and leaves with `_exit`, never returning here.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
-            return None;
+            return Err(std::io::Error::last_os_error());
         }
         if pid == 0 {
-            let code = if std::env::set_current_dir(&self.bundle).is_ok()
-                && unblock_all_signals().is_ok()
-            {
-                crate::helper::main(&argv)
-            } else {
-                127
-            };
+            let code = (|| {
+                for (fd, target) in stdio.into_iter().zip(0..) {
+                    // SAFETY: dup2 onto the standard fds of this child; both are valid fds.
+                    if unsafe { libc::dup2(fd, target) } < 0 {
+                        return 127;
+                    }
+                }
+                if std::env::set_current_dir(&self.bundle).is_err()
+                    || unblock_all_signals().is_err()
+                {
+                    return 127;
+                }
+                let code = crate::helper::main(&argv);
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+                code
+            })();
             // SAFETY: leave the forked child without running the parent's destructors.
             unsafe { libc::_exit(code) };
         }
-        Some(pid)
+        Ok(pid)
     }
 
     /// The outcome of [`Runtime::delete_in_background`]: `status` is its wait status if the
