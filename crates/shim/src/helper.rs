@@ -90,7 +90,10 @@ pub(crate) fn main(args: &[OsString]) -> i32 {
 fn run(a: &Args) -> Result<(), String> {
     let err = |e: berth_runtime::Error| berth_runtime::error::chain(&e);
     let root = a.root.clone().ok_or("--root is required")?;
-    let rt = Runtime::new(root);
+    let mut rt = Runtime::new(root);
+    // This process is single-threaded (a forked copy of the shim, or `berth-shim runtime`):
+    // a container's init may skip the re-exec where the runtime finds that safe.
+    rt.inline_init = true;
     let verb = a.words.first().map(String::as_str).unwrap_or("");
     let id = a
         .words

@@ -207,3 +207,52 @@ fn the_runtime_state_goes_as_soon_as_the_main_process_exits() {
     fx.client = None;
     assert!(!fx.bundle.path().join("shim.sock").exists());
 }
+
+/// The built-in runtime lets the init skip its re-exec (a new pid namespace, a single-threaded
+/// shim), so the init starts as a copy of the shim's forked runtime with all of the shim's fds.
+/// A created container waiting to be started must hold none of them: only its stdio and the
+/// exec fifo (else, say, the shim's listening socket would outlive the shim).
+#[test]
+fn a_created_init_holds_only_its_stdio_and_the_exec_fifo() {
+    let mut fx = Fixture::new(&["true"]);
+    let cfg = fx.config(false, false);
+    let c = fx.spawn(&cfg);
+    let st = c.state().unwrap();
+    assert_eq!(st.status, Status::Created);
+    let dir = format!("/proc/{}/fd", st.pid);
+    let mut fds: Vec<(i32, String)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let n: i32 = e.file_name().to_string_lossy().parse().unwrap();
+            let target = std::fs::read_link(e.path()).unwrap();
+            (n, target.to_string_lossy().into_owned())
+        })
+        .collect();
+    fds.sort();
+    let above_stdio: Vec<&(i32, String)> = fds.iter().filter(|(n, _)| *n > 2).collect();
+    // The exec fifo, and the setup channel to the (exited) runtime, whose peer is gone.
+    assert!(
+        above_stdio.len() <= 2,
+        "the waiting init holds more than the exec fifo and its setup channel: {fds:?}"
+    );
+    assert!(
+        above_stdio.iter().any(|(_, t)| t.ends_with("exec.fifo")),
+        "no exec fifo among {fds:?}"
+    );
+    for (_, t) in &above_stdio {
+        assert!(
+            t.ends_with("exec.fifo") || t.starts_with("socket:"),
+            "unexpected fd {t} in the waiting init: {fds:?}"
+        );
+    }
+    // Its stdio are the pipes the shim reads (or /dev/null), not the shim's own files.
+    for (n, t) in fds.iter().filter(|(n, _)| *n <= 2) {
+        assert!(
+            t.starts_with("pipe:") || t == "/dev/null",
+            "fd {n} of the init is {t}"
+        );
+    }
+    c.start().unwrap();
+    assert_eq!(c.wait().unwrap().code, 0);
+}

@@ -368,6 +368,7 @@ fn create_claimed(
         pid_ns: None,
         keep_fds: keep,
         cgroup2: cgroup2_dir.as_ref().map(|f| f.as_raw_fd()),
+        inline_init: rt.inline_init,
     })?;
     drop(cgroup2_dir);
     let pid = spawned.pid;
@@ -434,6 +435,7 @@ fn create_claimed(
                 hooks::run(Kind::CreateRuntime, hooks, &hook_state)?;
                 spawned.channel.send(&Msg::HooksDone)?;
             }
+
             Some(Msg::Ready) => break,
             Some(Msg::Error(e)) => return Err(Error::Child(e)),
             Some(m) => {

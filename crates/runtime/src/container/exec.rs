@@ -122,6 +122,8 @@ impl Runtime {
             pid_ns,
             keep_fds: keep,
             cgroup2: None,
+            // An exec joins a running container's pid namespace: always a sealed re-exec.
+            inline_init: false,
         })?;
         let pid = spawned.pid;
         let fail = |e: Error| {

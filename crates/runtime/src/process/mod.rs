@@ -110,27 +110,45 @@ pub fn entrypoint() {
     // SAFETY: the parent placed our end of the setup channel at this fd number and nothing else
     // in this freshly exec'd process owns it.
     let ch = Channel::from_fd(unsafe { OwnedFd::from_raw_fd(fd) });
+    std::process::exit(serve(&ch));
+}
+
+/// The init run by the cloned child itself (`Request::inline_init`): `fd` is its end of the
+/// setup channel. Never returns; leaves with `_exit` so nothing of the parent's copied state
+/// (buffers, atexit handlers) runs twice.
+pub(crate) fn run_inline(fd: i32) -> ! {
+    // SAFETY: the spawner cloned us with this end of the setup channel at `fd`; nothing else in
+    // this child owns it.
+    let ch = Channel::from_fd(unsafe { OwnedFd::from_raw_fd(fd) });
+    let code = serve(&ch);
+    // SAFETY: ends this process without running anything else.
+    unsafe { libc::_exit(code) }
+}
+
+/// Receive the configuration and become the init (or exec'd process); returns the exit code
+/// on failure (success ends in `execve`).
+fn serve(ch: &Channel) -> i32 {
     let cfg = match ch.recv() {
         Ok(Some(Msg::Init(cfg))) => cfg,
         // The runtime went away before configuring us: nothing to do.
-        _ => std::process::exit(1),
+        _ => return 1,
     };
     // Other container processes must not be able to ptrace us or open our /proc files while we
     // still hold host resources.
     let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
     let result = match cfg.role {
-        Role::Init(ref r) => init::run(&ch, &cfg, r),
-        Role::Exec(ref r) => exec::run(&ch, &cfg, r),
+        Role::Init(ref r) => init::run(ch, &cfg, r),
+        Role::Exec(ref r) => exec::run(ch, &cfg, r),
     };
     let Err(e) = result;
     // The runtime closed the channel: it is aborting the create (and reports why itself).
     if matches!(e, Error::ChannelClosed(_)) {
-        std::process::exit(1);
+        return 1;
     }
     // If the channel is gone there is no one to tell; stderr is the container's, which is the
     // best remaining place.
     if ch.send(&Msg::Error(chain(&e))).is_err() {
         eprintln!("berth-runtime init: {}", chain(&e));
     }
-    std::process::exit(1);
+    1
 }

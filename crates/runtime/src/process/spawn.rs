@@ -122,6 +122,9 @@ pub struct Request {
     /// A cgroup2 directory to start the child in (`clone3` with `CLONE_INTO_CGROUP`), so it
     /// never has to be migrated there. Ignored when a setup helper is needed.
     pub cgroup2: Option<RawFd>,
+    /// Let the child become the init without re-executing our binary, when that is safe (see
+    /// [`inline_is_safe`]). Only for callers that know they are single-threaded.
+    pub inline_init: bool,
 }
 
 /// A started child: its host pid and our end of its setup channel.
@@ -135,12 +138,14 @@ pub struct Spawned {
     pub in_cgroup2: bool,
     /// The executable the child re-executed. Closing it dissolves its detached mount, which
     /// waits for an RCU grace period: drop it while the child is busy, not before it is
-    /// configured.
-    pub exe: SealedExe,
+    /// configured. `None` when the child runs the init inline (no re-exec).
+    pub exe: Option<SealedExe>,
 }
 
 /// Everything the child side needs, prepared before `clone` (see module invariants).
 struct Prepared {
+    /// Run the init in the cloned child itself instead of re-executing `exe_fd`.
+    inline: bool,
     exe_fd: RawFd,
     argv: [*const c_char; 3],
     envp: [*const c_char; 2],
@@ -154,7 +159,7 @@ struct Prepared {
 
 /// Start a child per `req`.
 pub fn spawn(req: Request) -> Result<Spawned> {
-    let exe = SealedExe::open()?;
+    let inline = req.inline_init && inline_is_safe(&req);
     let (parent, child) = Channel::pair()?;
     let child_fd = child.fd().as_raw_fd();
 
@@ -190,6 +195,13 @@ pub fn spawn(req: Request) -> Result<Spawned> {
         None
     };
     let needs_helper = !joins.is_empty() || new_time.is_some();
+    // The setup helper always re-executes (`inline_is_safe` rules it out anyway).
+    let inline = inline && !needs_helper;
+    let exe = if inline {
+        None
+    } else {
+        Some(SealedExe::open()?)
+    };
     let (report_r, report_w) = if needs_helper {
         let (r, w) =
             rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).ctx(|| "create a pipe")?;
@@ -201,7 +213,8 @@ pub fn spawn(req: Request) -> Result<Spawned> {
     let mut keep = req.keep_fds.clone();
     keep.push(child_fd);
     let prep = Prepared {
-        exe_fd: exe.fd(),
+        inline,
+        exe_fd: exe.as_ref().map_or(-1, SealedExe::fd),
         argv: [arg0.as_ptr(), arg1.as_ptr(), std::ptr::null()],
         envp: [env.as_ptr(), std::ptr::null()],
         keep,
@@ -471,6 +484,58 @@ fn report(fd: RawFd, v: i32) {
 }
 
 /// The child between clone and exec (see module invariants).
+/// May the child run the init without re-executing our binary? Only when
+/// - this process has a single thread: the child is then a consistent copy that may allocate
+///   and take locks (with other threads, one could hold the allocator's lock at the clone);
+/// - the child is the first process of a new pid namespace: until it execs the user's program
+///   its `/proc/PID/exe` is our binary on the host, and no other process of the container
+///   exists yet that could open it (the reason runc and we otherwise re-exec a sealed copy);
+/// - no setup helper is involved (joined namespaces, a time namespace).
+fn inline_is_safe(req: &Request) -> bool {
+    // Namespaces joined by path (but the mount one, which the init joins itself) and a new
+    // time namespace are the setup helper's work.
+    let needs_helper = req.plan.join.iter().any(|(k, _)| *k != NsKind::Mount)
+        || req
+            .plan
+            .creates(oci_spec::runtime::LinuxNamespaceType::Time);
+    req.pid_ns.is_none()
+        && !needs_helper
+        && req.plan.creates(oci_spec::runtime::LinuxNamespaceType::Pid)
+        && single_threaded()
+}
+
+/// Does this process have exactly one thread (`Threads:` in /proc/self/status)?
+fn single_threaded() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .is_some_and(|n| n.trim() == "1")
+    })
+}
+
+/// In an inline init: close every fd but 0-2, `sync` and `keep`. The child holds copies of
+/// all its parent's fds, which an exec would have closed (they are close-on-exec); an init
+/// waiting to be started must not keep, say, its shim's listening socket alive.
+fn close_all_but(keep: &[RawFd], sync: RawFd) {
+    let mut open: Vec<u32> = keep
+        .iter()
+        .chain(std::iter::once(&sync))
+        .filter_map(|&fd| u32::try_from(fd).ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    open.sort_unstable();
+    let mut next = 3u32;
+    for fd in open {
+        if fd > next {
+            // SAFETY: close_range only closes descriptors; the ones kept are outside the range.
+            unsafe { libc::syscall(libc::SYS_close_range, next, fd - 1, 0u32) };
+        }
+        next = next.max(fd + 1);
+    }
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_close_range, next, u32::MAX, 0u32) };
+}
+
 fn trampoline(p: &Prepared) -> ! {
     // Die with the runtime until the init is ready (the init clears this before running user code).
     // (If the runtime is already gone, the init sees end-of-file on its setup channel and exits.)
@@ -495,6 +560,10 @@ fn trampoline(p: &Prepared) -> ! {
         if unsafe { libc::syscall(libc::SYS_setresuid, 0, 0, 0) } != 0 {
             sys_exit(errno());
         }
+    }
+    if p.inline {
+        close_all_but(&p.keep, p.sync_fd);
+        super::run_inline(p.sync_fd);
     }
     // SAFETY: argv and envp are NUL-terminated arrays of pointers to NUL-terminated strings that
     // live in this (copied) address space until the exec replaces it.
