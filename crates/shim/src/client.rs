@@ -3,7 +3,6 @@
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -69,24 +68,24 @@ fn spawn_shim(shim_bin: &Path, cfg: &ShimConfig) -> Result<Client> {
             .arg("--log-max-file")
             .arg(log.max_file.to_string());
     }
+    // The report pipe is the shim's stdout; `--daemonize` makes the process we spawn fork
+    // and exit, so the shim is not our child and we reap only that intermediate process.
+    // Without a `pre_exec` hook std spawns with posix_spawn (a vfork), which does not copy
+    // this (large, multi-threaded) process the way fork would.
     cmd.arg("--report-fd")
-        .arg("3")
+        .arg("1")
+        .arg("--daemonize")
         .current_dir("/")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::from(report_w))
         .stderr(Stdio::null());
-    let w = report_w.as_raw_fd();
-    // SAFETY: `detach` runs in the forked child before exec and only makes async-signal-safe
-    // system calls (fork, _exit, setsid, dup2, fcntl).
-    unsafe {
-        cmd.pre_exec(move || detach(w));
-    }
     let mut child = cmd
         .spawn()
         .map_err(|e| Error::io(format!("start the shim {}", shim_bin.display()), e))?;
     let _ = child.wait();
+    // The command holds our copy of the pipe's writing end: the read below ends at EOF only
+    // once it is gone.
     drop(cmd);
-    drop(report_w);
     // Read until the outcome line (or EOF if the shim died).
     let mut text = String::new();
     let mut report = std::fs::File::from(report_r);
@@ -137,34 +136,6 @@ fn spawn_shim(shim_bin: &Path, cfg: &ShimConfig) -> Result<Client> {
             )))
         }
     }
-}
-
-/// In the forked child: fork again so the shim is not our child (we never wait for it; the
-/// intermediate process, which we reap right away, is), start a new session, and put the report
-/// pipe at fd 3 (inherited across exec).
-fn detach(w: i32) -> std::io::Result<()> {
-    // SAFETY: fork in the single-threaded child std just forked.
-    match unsafe { libc::fork() } {
-        -1 => return Err(std::io::Error::last_os_error()),
-        0 => {}
-        // SAFETY: _exit ends the intermediate process without running anything else.
-        _ => unsafe { libc::_exit(0) },
-    }
-    // SAFETY: setsid has no memory-safety preconditions.
-    if unsafe { libc::setsid() } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let r = if w == 3 {
-        // SAFETY: clears FD_CLOEXEC on fd 3, which we own in this child.
-        unsafe { libc::fcntl(3, libc::F_SETFD, 0) }
-    } else {
-        // SAFETY: dup2 onto fd 3; whatever was there is a close-on-exec copy of ours.
-        unsafe { libc::dup2(w, 3) }
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// Block until process `pid` (not our child) has exited.

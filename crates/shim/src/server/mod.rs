@@ -48,6 +48,9 @@ struct Config {
     stdin: bool,
     log: Option<LogOpts>,
     report_fd: Option<RawFd>,
+    /// `--daemonize`: fork at once and go on in a new session in the child, so whoever
+    /// spawned us only waits for a process that exits right away (see `client::spawn`).
+    daemonize: bool,
 }
 
 fn parse_args(args: &[OsString]) -> Result<Config, String> {
@@ -59,6 +62,7 @@ fn parse_args(args: &[OsString]) -> Result<Config, String> {
     let mut log_path: Option<PathBuf> = None;
     let (mut max_size, mut max_file) = (0u64, 1u32);
     let mut report_fd = None;
+    let mut daemonize = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let a = a.to_string_lossy();
@@ -74,6 +78,7 @@ fn parse_args(args: &[OsString]) -> Result<Config, String> {
             "--runtime" => runtime = Some(PathBuf::from(value()?)),
             "--tty" => tty = true,
             "--stdin" => stdin = true,
+            "--daemonize" => daemonize = true,
             "--log" => log_path = Some(PathBuf::from(value()?)),
             "--log-max-size" => {
                 max_size = value()?
@@ -111,6 +116,7 @@ fn parse_args(args: &[OsString]) -> Result<Config, String> {
             max_file,
         }),
         report_fd,
+        daemonize,
     })
 }
 
@@ -118,6 +124,22 @@ fn parse_args(args: &[OsString]) -> Result<Config, String> {
 struct Report(Option<OwnedFd>);
 
 impl Report {
+    /// Done reporting: close the channel. A report fd among 0-2 is pointed at /dev/null
+    /// instead, so the standard fds never become free numbers that a later open would take.
+    fn finish(self) {
+        let Some(fd) = self.0 else { return };
+        if fd.as_raw_fd() <= 2 {
+            if let Ok(null) =
+                rustix::fs::open("/dev/null", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
+            {
+                let mut fd = fd;
+                let _ = rustix::io::dup2(&null, &mut fd);
+                // The standard fd stays open, on /dev/null now.
+                std::mem::forget(fd);
+            }
+        }
+    }
+
     fn send(&mut self, line: &str) {
         let Some(fd) = &self.0 else { return };
         let mut rest = line.as_bytes();
@@ -140,6 +162,12 @@ pub(crate) fn main(args: &[OsString]) -> i32 {
             return 2;
         }
     };
+    if cfg.daemonize {
+        if let Err(e) = daemonize() {
+            eprintln!("berth-shim: {e}");
+            return 1;
+        }
+    }
     let mut report = Report(cfg.report_fd.map(|fd| {
         // SAFETY: `spawn()` placed the write end of its report pipe at this fd number for us;
         // nothing else in this process owns it.
@@ -153,14 +181,29 @@ pub(crate) fn main(args: &[OsString]) -> i32 {
     match setup(&cfg) {
         Ok(mut shim) => {
             report.send(&format!("ok {}\n", shim.procs[0].pid));
-            drop(report);
+            report.finish();
             shim.serve()
         }
         Err(e) => {
             report.send(&format!("err {}\n", e.replace('\n', " ")));
+            report.finish();
             1
         }
     }
+}
+
+/// Fork; the parent exits at once and the child, no longer its spawner's child, starts a
+/// new session. Done first thing, while the process is small and single-threaded.
+fn daemonize() -> Result<(), String> {
+    // SAFETY: the shim is single-threaded here; the child goes on running our own code.
+    match unsafe { libc::fork() } {
+        -1 => return Err(format!("fork: {}", io::Error::last_os_error())),
+        0 => {}
+        // SAFETY: _exit ends the intermediate process without running anything else.
+        _ => unsafe { libc::_exit(0) },
+    }
+    rustix::process::setsid().map_err(|e| format!("start a new session: {e}"))?;
+    Ok(())
 }
 
 /// Close every fd above `keep` (and above 2): the shim holds nothing of its spawner's.
@@ -419,6 +462,7 @@ fn setup(cfg: &Config) -> Result<Shim, String> {
             stdin: cfg.stdin,
             log: cfg.log.clone(),
             report_fd: None,
+            daemonize: false,
         },
         rt,
         dir,
@@ -1009,7 +1053,7 @@ impl Shim {
                 self.conns[i].ok(&t);
             }
             "start" => {
-                let r = self.rt.run(&["start", &id], Stdio3::default());
+                let r = self.rt.start();
                 if r.is_ok() && self.status == Status::Created && self.procs[0].exit.is_none() {
                     self.status = Status::Running;
                 }

@@ -5,9 +5,9 @@
 //! * Without, the berth-runtime library runs in a **forked copy of the shim** (no `execve`):
 //!   the child calls the same entry point as `berth-shim runtime ARGS...` (`crate::helper`)
 //!   and exits. No runtime binary is loaded, so an operation costs a `fork` of this small
-//!   process instead of an exec and start-up of a 3 MB one (about 1 ms each, three per
-//!   `run --rm`), while the serve loop itself never executes the runtime library's code and its
-//!   resident set stays small (the child's pages are its own copy-on-write copies).
+//!   process instead of an exec and start-up of a 3 MB one (about 1 ms each), while the serve
+//!   loop itself stays small (the child's pages are its own copy-on-write copies). The one
+//!   exception is `start` ([`Runtime::start`]), which runs in the shim itself.
 //!
 //! Either way the operation runs with the bundle as its working directory, so the console
 //! socket, pid files and process files are named relatively (bundle paths may exceed
@@ -86,6 +86,19 @@ impl Runtime {
             cmd.pre_exec(unblock_all_signals);
         }
         cmd
+    }
+
+    /// `start`. The built-in runtime's start (one write to the exec fifo, one state file
+    /// saved, poststart hooks) runs right here in the shim, not in a forked copy: it is small,
+    /// allocates little, and waiting for a child to exit would cost more than the start itself.
+    pub(crate) fn start(&self) -> Result<Vec<u8>, String> {
+        if self.bin.is_some() {
+            return self.run(&["start", &self.id], Stdio3::default());
+        }
+        berth_runtime::Runtime::new(&self.root)
+            .start(&self.id)
+            .map(|()| Vec::new())
+            .map_err(|e| berth_runtime::error::chain(&e))
     }
 
     /// Run `args` with the process's stdio; the runtime's stdout is returned (for `ps`).
