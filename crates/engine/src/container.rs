@@ -50,6 +50,9 @@ pub(crate) struct Mutable {
     pub run: u64,
     /// An exit is expected (stop, kill, restart, remove): do not apply the restart policy.
     pub stopping: bool,
+    /// The last run's shim deleted the container in the runtime without error and its
+    /// networks were detached: removal need not look for leftovers (cgroups, runtime state).
+    pub clean: bool,
 }
 
 impl Container {
@@ -63,6 +66,7 @@ impl Container {
                 shim: None,
                 run: 0,
                 stopping: false,
+                clean: false,
             }),
             signal: watch::Sender::new(Signal::default()),
             running: watch::Sender::new(running),

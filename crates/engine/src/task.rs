@@ -88,6 +88,7 @@ impl Engine {
                 let client = Arc::new(client);
                 let mut m = c.lock();
                 m.shim = Some(client.clone());
+                m.clean = false;
                 m.run += 1;
                 Ok(client)
             }
@@ -220,6 +221,7 @@ impl Engine {
                 return;
             }
             m.shim = None;
+            m.clean = matches!(deleted, Ok(Ok(_)));
             m.rec.pid = 0;
             m.rec.exit_code = exit.code;
             m.rec.oom_killed = exit.oom_killed;
@@ -645,7 +647,11 @@ impl Engine {
                 tracing::warn!("delete the task of container {}: {}", c.id, err_chain(&e));
             }
         }
-        self.cleanup_leftovers(&c.ns, &c.id);
+        // After a clean delete by the shim there is nothing to look for (and reading the
+        // cgroup layout costs a scan of mountinfo).
+        if shim.is_some() || !c.lock().clean {
+            self.cleanup_leftovers(&c.ns, &c.id);
+        }
         let bundle = self.bundle_dir(&c.id);
         let rootfs = bundle.join("rootfs");
         // Try the unmount first: reading mountinfo (large with many containers) is only

@@ -553,6 +553,13 @@ impl Snapshotter {
                 .open_table(SNAPSHOTS)
                 .map_err(self.meta.e("open snapshots"))?;
             let rec = self.get(&t, ns, key)?;
+            // Only a committed snapshot can be a parent: an active one (a container's
+            // writable layer) needs no scan of the namespace for children.
+            if rec.kind != Kind::Committed {
+                t.remove(nskey(ns, key).as_str())
+                    .map_err(self.meta.e("delete snapshot"))?;
+                return Ok(rec.id);
+            }
             let children: Vec<String> = self
                 .meta
                 .scan_json::<SnapRecord>(&t, Some(ns))?
