@@ -232,7 +232,7 @@ impl Engine {
             &hostname,
             &cfg.network_mode,
             &cfg.dns,
-            &cfg.extra_hosts,
+            &self.extra_hosts(ns, &cfg)?,
         )
         .map_err(|e| RpcStatus::invalid_argument(err_chain(&e)))?;
         let shim = self.config().shim_binary.clone();
