@@ -753,13 +753,8 @@ fn volume_options_mount_tmpfs_bind_and_block_devices_while_used() {
         "still mounted after its last user stopped"
     );
     // Mounted again at the next start: a new, empty tmpfs.
-    let out = b.ok(&[
-        "start",
-        "-a",
-        &b.ok(&["create", "-v", "tv:/d", "busybox", "ls", "/d"])
-            .trim()
-            .to_owned(),
-    ]);
+    let again = b.ok(&["create", "-v", "tv:/d", "busybox", "ls", "/d"]);
+    let out = b.ok(&["start", "-a", again.trim()]);
     assert!(out.trim().is_empty(), "{out}");
     b.ok(&["container", "prune", "-f"]);
     b.ok(&["volume", "rm", "tv"]);
@@ -963,12 +958,7 @@ fn anonymous_volumes_of_a_create_killed_midway_are_removed_at_boot() {
             break;
         }
         // The create won the race: remove what it made and try again.
-        b.ok(&[
-            "rm",
-            "-v",
-            "-f",
-            &b.ok(&["ps", "-aq", "-l"]).trim().to_owned(),
-        ]);
+        b.ok(&["rm", "-v", "-f", b.ok(&["ps", "-aq", "-l"]).trim()]);
     }
     assert!(killed_mid_copy, "the kill never landed during the copy-up");
     // What the kill left: a half-created container record and its anonymous volume.
@@ -981,7 +971,10 @@ fn anonymous_volumes_of_a_create_killed_midway_are_removed_at_boot() {
     assert_eq!(left.len(), 1, "{left:?}");
     // The next berthd removes both; the volume a finished container left stays.
     assert!(b.ok(&["ps", "-aq"]).trim().is_empty());
-    assert_eq!(lines(&b.ok(&["volume", "ls", "-q"])), [kept_vol.clone()]);
+    assert_eq!(
+        lines(&b.ok(&["volume", "ls", "-q"])),
+        std::slice::from_ref(&kept_vol)
+    );
     assert!(!vols.join(&left[0]).exists());
     b.ok(&["volume", "prune", "-f"]);
     assert!(b.ok(&["volume", "ls", "-q"]).trim().is_empty());
