@@ -101,8 +101,10 @@ pub fn config_from(o: &crate::ContainerOpts) -> Result<ContainerConfig, Failure>
     for m in &o.mount {
         cfg.mounts.push(parse::mount(m).map_err(bad)?);
     }
+    // `--tmpfs` stays apart from the mounts, as Docker's HostConfig.Tmpfs (not in `Mounts`).
     for t in &o.tmpfs {
-        cfg.mounts.push(parse::tmpfs(t).map_err(bad)?);
+        parse::tmpfs(t).map_err(bad)?;
+        cfg.tmpfs.push(t.clone());
     }
     for s in &o.security_opt {
         cfg.security_opt.push(parse::security_opt(s).map_err(bad)?);

@@ -87,6 +87,13 @@ fn assert_no_leftovers(b: &Berth, bridges: &[String], subnets: &[String], ids: &
         );
     }
     let rules = sh("iptables-save 2>/dev/null; ip6tables-save 2>/dev/null");
+    // An internal network's isolation rules name its bridge.
+    for br in bridges {
+        assert!(
+            !rules.contains(&format!(" {br} ")),
+            "a rule for bridge {br} is left:\n{rules}"
+        );
+    }
     for s in subnets {
         assert!(
             !rules.contains(s.as_str()),
@@ -567,4 +574,428 @@ fn a_daemon_restart_keeps_running_containers_networked_and_tears_down_the_exited
     b.ok(&["rm", "-f", &web, &short]);
     b.ok(&["network", "rm", "rnet"]);
     assert_no_leftovers(&b, &[bridge], &[subnet], &[web, short]);
+}
+
+fn bridge_of(b: &Berth, net: &str) -> String {
+    b.ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{index .Options \"com.docker.network.bridge.name\"}}",
+        net,
+    ])
+    .trim()
+    .to_owned()
+}
+
+fn gateway_of(b: &Berth, net: &str) -> String {
+    let cfg = b.ok(&["network", "inspect", "-f", "{{json .IPAM.Config}}", net]);
+    let v: serde_json::Value = serde_json::from_str(cfg.trim()).unwrap();
+    v[0]["Gateway"].as_str().unwrap().to_owned()
+}
+
+fn network_names(b: &Berth, ctr: &str) -> Vec<String> {
+    let v: serde_json::Value =
+        serde_json::from_str(&inspect(b, ctr, "{{json .NetworkSettings.Networks}}")).unwrap();
+    let mut names: Vec<String> = v
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// The interfaces of a running container, loopback aside.
+fn interfaces(b: &Berth, ctr: &str) -> Vec<String> {
+    let out = b.ok(&["exec", ctr, "ip", "-o", "link"]);
+    let mut v: Vec<String> = out
+        .lines()
+        .filter_map(|l| l.split(':').nth(1))
+        .map(|n| n.trim().split('@').next().unwrap_or("").to_owned())
+        .filter(|n| n != "lo")
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn disconnect_works_for_the_run_network_and_connect_brings_it_back() {
+    let b = berth();
+    b.ok(&["network", "create", "dnet"]);
+    let dnet_bridge = bridge_of(&b, "dnet");
+    let dnet_subnet = subnet_of(&b, "dnet");
+    let id = b
+        .ok(&["run", "-d", "--name", "dc", "busybox", "sleep", "300"])
+        .trim()
+        .to_owned();
+    b.ok(&["network", "connect", "dnet", "dc"]);
+    assert_eq!(interfaces(&b, "dc"), ["eth0", "eth1"]);
+    assert_eq!(network_names(&b, "dc"), ["bridge", "dnet"]);
+
+    // The network given at run (the default bridge) can be left like any other.
+    b.ok(&["network", "disconnect", "bridge", "dc"]);
+    assert_eq!(interfaces(&b, "dc"), ["eth1"]);
+    assert_eq!(network_names(&b, "dc"), ["dnet"]);
+    let dnet_ip = inspect(&b, "dc", "{{.NetworkSettings.Networks.dnet.IPAddress}}");
+    assert_eq!(inspect(&b, "dc", "{{.NetworkSettings.IPAddress}}"), dnet_ip);
+    let ps = b.ok(&["ps", "--filter", "name=dc", "--format", "{{.Networks}}"]);
+    assert_eq!(ps.trim(), "dnet");
+    // Then the last one: only loopback is left.
+    b.ok(&["network", "disconnect", "dnet", "dc"]);
+    assert!(interfaces(&b, "dc").is_empty());
+    assert_eq!(network_names(&b, "dc"), Vec::<String>::new());
+    assert_eq!(inspect(&b, "dc", "{{.NetworkSettings.IPAddress}}"), "");
+    assert!(b.net().attachments(&id).is_empty());
+    let (_, err) = b.exits(1, &["network", "disconnect", "bridge", "dc"]);
+    assert!(err.contains("is not connected to network bridge"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // Nothing uses dnet any more: it can go (and comes back for the rest of the test).
+    b.ok(&["network", "rm", "dnet"]);
+    b.ok(&["network", "create", "dnet"]);
+
+    // connect works again, also for the network of the network mode (its interface: the
+    // lowest free name).
+    b.ok(&["network", "connect", "bridge", "dc"]);
+    b.ok(&["network", "connect", "dnet", "dc"]);
+    assert_eq!(interfaces(&b, "dc"), ["eth0", "eth1"]);
+    assert_eq!(network_names(&b, "dc"), ["bridge", "dnet"]);
+    assert_eq!(inspect(&b, "dc", "{{.HostConfig.NetworkMode}}"), "bridge");
+    let (_, err) = b.exits(1, &["network", "connect", "bridge", "dc"]);
+    assert!(err.contains("already exists"), "{err}");
+
+    // A disconnect lasts across a restart.
+    b.ok(&["network", "disconnect", "bridge", "dc"]);
+    b.ok(&["restart", "-t", "1", "dc"]);
+    assert_eq!(interfaces(&b, "dc"), ["eth0"]);
+    assert_eq!(network_names(&b, "dc"), ["dnet"]);
+    let on = inspect(&b, "dc", "{{.NetworkSettings.Networks.dnet.IPAddress}}");
+    assert!(!on.is_empty());
+
+    // A container not running yet: it starts with loopback only.
+    b.ok(&["create", "--name", "st", "busybox", "ip", "-o", "link"]);
+    b.ok(&["network", "disconnect", "bridge", "st"]);
+    assert_eq!(network_names(&b, "st"), Vec::<String>::new());
+    let out = b.ok(&["start", "-a", "st"]);
+    assert!(out.contains("lo:") && !out.contains("eth0"), "{out}");
+    let st = inspect(&b, "st", "{{.Id}}");
+
+    b.ok(&["rm", "-f", &id, &st]);
+    b.ok(&["network", "rm", "dnet"]);
+    assert_no_leftovers(&b, &[dnet_bridge], &[dnet_subnet], &[id, st]);
+}
+
+/// Answer one HTTP request on `l` with `body`, in a thread.
+fn serve_once(l: std::net::TcpListener, body: &'static str) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = l.accept() {
+            let mut buf = [0u8; 1024];
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = s.read(&mut buf);
+            let _ = write!(
+                s,
+                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    })
+}
+
+#[test]
+fn add_host_host_gateway_resolves_to_the_hosts_address() {
+    let b = berth();
+    let hosts_line = |out: &str| -> String {
+        out.lines()
+            .find(|l| l.ends_with("\thg"))
+            .unwrap_or_else(|| panic!("no hg line: {out}"))
+            .split('\t')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    // The default bridge: its gateway, which is the host's address on that bridge.
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "--add-host",
+        "hg:host-gateway",
+        "busybox",
+        "cat",
+        "/etc/hosts",
+    ]);
+    let gw = gateway_of(&b, "bridge");
+    assert_eq!(hosts_line(&out), gw, "{out}");
+    // The host answers there: a server of this test on the bridge's address.
+    let l = std::net::TcpListener::bind((gw.as_str(), 0)).unwrap();
+    let port = l.local_addr().unwrap().port();
+    let server = serve_once(l, "from-the-host");
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "--add-host",
+        "hg:host-gateway",
+        "busybox",
+        "wget",
+        "-qO-",
+        &format!("http://hg:{port}/"),
+    ]);
+    assert!(out.contains("from-the-host"), "{out}");
+    server.join().unwrap();
+    // A user network: its own gateway. Inspect keeps what was given, as Docker's.
+    b.ok(&["network", "create", "hgnet"]);
+    let id = b
+        .ok(&[
+            "create",
+            "--network",
+            "hgnet",
+            "--add-host",
+            "hg:host-gateway",
+            "busybox",
+            "cat",
+            "/etc/hosts",
+        ])
+        .trim()
+        .to_owned();
+    let out = b.ok(&["start", "-a", &id]);
+    assert_eq!(hosts_line(&out), gateway_of(&b, "hgnet"), "{out}");
+    assert_eq!(
+        inspect(&b, &id, "{{json .HostConfig.ExtraHosts}}"),
+        r#"["hg:host-gateway"]"#
+    );
+    // The host's network: an address of the host.
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "--add-host",
+        "hg:host-gateway",
+        "busybox",
+        "cat",
+        "/etc/hosts",
+    ]);
+    let ip = hosts_line(&out);
+    let addrs = sh("ip -o -4 addr");
+    assert!(
+        addrs.contains(&format!("inet {ip}/")),
+        "{ip} is no host address:\n{addrs}"
+    );
+    // No network: no way to the host, one clear line.
+    let (_, err) = b.exits(
+        125,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--add-host",
+            "hg:host-gateway",
+            "busybox",
+            "true",
+        ],
+    );
+    assert!(
+        err.contains("host-gateway") && err.contains("--network none"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let bridge = bridge_of(&b, "hgnet");
+    let subnet = subnet_of(&b, "hgnet");
+    b.ok(&["rm", &id]);
+    b.ok(&["network", "rm", "hgnet"]);
+    assert_no_leftovers(&b, &[bridge], &[subnet], &[id]);
+}
+
+fn bind_error(addr: (&str, u16)) -> Option<i32> {
+    std::net::TcpListener::bind(addr)
+        .err()
+        .and_then(|e| e.raw_os_error())
+}
+
+#[test]
+fn a_published_port_is_held_while_the_container_runs_and_after_a_daemon_restart() {
+    let b = berth();
+    let l = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    let id = run_httpd(
+        &b,
+        &["--name", "held", "-p", &format!("{port}:80")],
+        "held-body",
+    );
+    // berthd holds the port: no host process can bind it, yet the DNAT still carries the
+    // traffic from the host's loopback to the container.
+    assert_eq!(bind_error(("0.0.0.0", port)), Some(libc::EADDRINUSE));
+    assert_eq!(bind_error(("127.0.0.1", port)), Some(libc::EADDRINUSE));
+    eventually_get(&format!("127.0.0.1:{port}"), "held-body");
+
+    // A second container on the same host port: one line naming it, nothing left behind.
+    let (_, err) = b.exits(
+        125,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "clash2",
+            "-p",
+            &format!("{port}:80"),
+            "busybox",
+            "sleep",
+            "30",
+        ],
+    );
+    assert!(
+        err.contains(&format!(":{port}/tcp")) && err.contains("already in use"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let clash = inspect(&b, "clash2", "{{.Id}}");
+    assert!(b.net().attachments(&clash).is_empty());
+    assert!(!b.state().join("netns").join(&clash).exists());
+    let rules = sh("iptables-save");
+    assert!(!rules.contains(&clash[..12]), "{rules}");
+
+    // kill -9 of berthd: the new one holds the port again (live restore).
+    let pid = b.daemon_pid().expect("berthd runs");
+    // SAFETY: kill(2) of this test's own berthd.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    while b.daemon_pid().is_some() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    b.ok(&["ps", "-q"]);
+    assert_eq!(bind_error(("0.0.0.0", port)), Some(libc::EADDRINUSE));
+    eventually_get(&format!("127.0.0.1:{port}"), "held-body");
+
+    // Stop releases it, start takes it again, rm releases it for good.
+    b.ok(&["stop", "-t", "1", "held"]);
+    assert_eq!(bind_error(("0.0.0.0", port)), None);
+    b.ok(&["start", "held"]);
+    assert_eq!(bind_error(("0.0.0.0", port)), Some(libc::EADDRINUSE));
+    eventually_get(&format!("127.0.0.1:{port}"), "held-body");
+    b.ok(&["rm", "-f", "held", "clash2"]);
+    assert_eq!(bind_error(("0.0.0.0", port)), None);
+    assert_no_leftovers(&b, &[], &[], &[id, clash]);
+}
+
+#[test]
+fn an_internal_network_is_isolated_from_other_networks() {
+    let b = berth();
+    b.ok(&["network", "create", "--internal", "inet"]);
+    b.ok(&["network", "create", "onet"]);
+    let (ibr, obr) = (bridge_of(&b, "inet"), bridge_of(&b, "onet"));
+    let (isub, osub) = (subnet_of(&b, "inet"), subnet_of(&b, "onet"));
+    // Made with the network: one rule each way, dropping forwarded traffic.
+    let rules = sh("iptables-save -t filter");
+    let mine: Vec<String> = rules
+        .lines()
+        .filter(|l| l.contains(&format!(" {ibr} ")))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(mine.len(), 2, "{rules}");
+    assert!(mine.iter().all(|l| l.contains("-j DROP")), "{rules}");
+
+    let ia = run_httpd(&b, &["--name", "ia", "--network", "inet"], "inside");
+    let ob = run_httpd(&b, &["--name", "ob", "--network", "onet"], "outside");
+    let ia_ip = inspect(&b, "ia", "{{.NetworkSettings.Networks.inet.IPAddress}}");
+    let ob_ip = inspect(&b, "ob", "{{.NetworkSettings.Networks.onet.IPAddress}}");
+    // On the internal network: containers reach each other.
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "inet",
+        "busybox",
+        "sh",
+        "-c",
+        &fetch_script(&format!("http://{ia_ip}/")),
+    ]);
+    assert!(out.contains("inside"), "{out}");
+    // Control: the host forwards between ordinary networks.
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        &fetch_script(&format!("http://{ob_ip}/")),
+    ]);
+    assert!(out.contains("outside"), "{out}");
+    // Into the internal network from another one: dropped.
+    // (busybox's `wget -T` crashes: `timeout` bounds it; 143 = killed, i.e. no answer at all.)
+    let into = b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "onet",
+        "busybox",
+        "sh",
+        "-c",
+        &format!("timeout 3 wget -qO- http://{ia_ip}/; echo rc=$?"),
+    ]);
+    assert!(
+        into.contains("rc=143") && !into.contains("inside"),
+        "{into}"
+    );
+    // Out of it, even with a route the container adds itself: dropped.
+    let script = format!(
+        "ip route add {osub} via {} && echo ROUTED && timeout 3 wget -qO- http://{ob_ip}/; echo rc=$?",
+        gateway_of(&b, "inet")
+    );
+    let text = b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "inet",
+        "--cap-add",
+        "NET_ADMIN",
+        "busybox",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert!(text.contains("ROUTED"), "the route was not added: {text}");
+    assert!(
+        text.contains("rc=143") && !text.contains("outside"),
+        "{text}"
+    );
+    // Control: it is the isolation rules that drop it. Without them the same request passes.
+    for rule in &mine {
+        let del = rule.replacen("-A ", "-D ", 1);
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("iptables -w {del}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "iptables -D: {out:?}");
+    }
+    let into = b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "onet",
+        "busybox",
+        "sh",
+        "-c",
+        &fetch_script(&format!("http://{ia_ip}/")),
+    ]);
+    assert!(into.contains("inside"), "{into}");
+
+    b.ok(&["rm", "-f", &ia, &ob]);
+    b.ok(&["network", "rm", "inet", "onet"]);
+    assert_no_leftovers(&b, &[ibr, obr], &[isub, osub], &[ia, ob]);
+    // berthd --remove-networks removes them too.
+    b.ok(&["network", "create", "--internal", "inet2"]);
+    let br2 = bridge_of(&b, "inet2");
+    assert!(sh("iptables-save").contains(&format!(" {br2} ")));
+    b.stop_daemon();
+    let berthd = std::path::Path::new(common::BIN).with_file_name("berthd");
+    let out = Command::new(berthd)
+        .arg("--root")
+        .arg(b.root())
+        .arg("--state")
+        .arg(b.state())
+        .arg("--remove-networks")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_no_leftovers(&b, &[br2], &[], &[]);
 }

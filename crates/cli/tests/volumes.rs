@@ -371,6 +371,34 @@ fn tmpfs_through_mount() {
     ]);
     assert!(out.contains("tmpfs /u tmpfs"), "{out}");
     assert!(b.ok(&["volume", "ls", "-q"]).trim().is_empty());
+    // As Docker: `--tmpfs` is listed in HostConfig.Tmpfs only, `--mount type=tmpfs` in Mounts.
+    let id = b
+        .ok(&[
+            "create",
+            "--tmpfs",
+            "/u:size=1m",
+            "--mount",
+            "type=tmpfs,dst=/t",
+            "busybox",
+            "true",
+        ])
+        .trim()
+        .to_owned();
+    let doc = inspect(&b, &["inspect", &id]);
+    assert_eq!(
+        doc["HostConfig"]["Tmpfs"],
+        serde_json::json!({"/u": "size=1m"})
+    );
+    let mounts = doc["Mounts"].as_array().unwrap();
+    assert_eq!(mounts.len(), 1, "{mounts:?}");
+    assert_eq!(mounts[0]["Type"], "tmpfs");
+    assert_eq!(mounts[0]["Destination"], "/t");
+    // It is still mounted (and a duplicate mount point with it still refused).
+    let out = b.ok(&["start", "-a", &id]);
+    assert!(out.is_empty(), "{out}");
+    let err = b.fails(&["create", "--tmpfs", "/t", "-v", "/t", "busybox"]);
+    assert!(err.contains("Duplicate mount point"), "{err}");
+    b.ok(&["rm", &id]);
 }
 
 #[test]
@@ -390,11 +418,35 @@ fn bad_input_is_refused_and_leaves_nothing() {
         &["volume", "create", "-d", "nfs", "v1"],
         "plugin \"nfs\" not found",
     );
-    refused(
-        &b,
-        &["volume", "create", "-o", "type=tmpfs", "v1"],
-        "invalid option key",
-    );
+    // The local driver's options: each mistake named in one line, no volume made.
+    for (opts, want) in [
+        (
+            &["-o", "type=tmpfs"][..],
+            "missing required option: \"device\"",
+        ),
+        (
+            &["-o", "o=size=1m"][..],
+            "missing required option: \"device\"",
+        ),
+        (
+            &["-o", "device=/dev/x"][..],
+            "missing required option: \"type\"",
+        ),
+        (&["-o", "foo=bar"][..], "invalid option: \"foo\""),
+        (
+            &["-o", "type=none", "-o", "device=/srv"][..],
+            "unless o has bind",
+        ),
+        (
+            &["-o", "type=none", "-o", "o=bind", "-o", "device=rel"][..],
+            "must be an absolute host path",
+        ),
+    ] {
+        let mut args = vec!["volume", "create"];
+        args.extend(opts);
+        args.push("v1");
+        refused(&b, &args, want);
+    }
     refused(
         &b,
         &[
@@ -589,4 +641,341 @@ fn in_use_survives_a_daemon_restart() {
     // -v never removes a named volume.
     assert_eq!(lines(&b.ok(&["volume", "ls", "-q"])), ["kept"]);
     b.ok(&["volume", "rm", "kept"]);
+}
+
+fn is_mounted(p: &std::path::Path) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let want = p.to_string_lossy().replace(' ', "\\040");
+    info.lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+/// A loop device on an ext4 image file made by the test; dropping it unmounts whatever still
+/// mounts the device and detaches it, even when the test failed.
+struct LoopDevice {
+    dev: String,
+}
+
+impl LoopDevice {
+    fn new(dir: &std::path::Path) -> LoopDevice {
+        let img = dir.join("disk.img");
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(32 << 20)
+            .unwrap();
+        let mkfs = std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(&img)
+            .output()
+            .unwrap();
+        assert!(mkfs.status.success(), "mkfs.ext4: {mkfs:?}");
+        let out = std::process::Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(&img)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "losetup: {out:?}");
+        LoopDevice {
+            dev: String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        }
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for l in info.lines() {
+            // "... - ext4 /dev/loop3 rw": the source is the second field after the separator.
+            let Some((head, tail)) = l.split_once(" - ") else {
+                continue;
+            };
+            if tail.split(' ').nth(1) == Some(self.dev.as_str()) {
+                if let Some(target) = head.split(' ').nth(4) {
+                    let c = std::ffi::CString::new(target.replace("\\040", " ")).unwrap();
+                    // SAFETY: umount2 of a mount of this test's own loop device.
+                    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+                }
+            }
+        }
+        let _ = std::process::Command::new("losetup")
+            .args(["-d", &self.dev])
+            .output();
+    }
+}
+
+#[test]
+fn volume_options_mount_tmpfs_bind_and_block_devices_while_used() {
+    let b = berth();
+    // tmpfs: mounted when the first user starts, shared, unmounted when the last one stops.
+    b.ok(&[
+        "volume",
+        "create",
+        "-o",
+        "type=tmpfs",
+        "-o",
+        "device=tmpfs",
+        "-o",
+        "o=size=100m,uid=1000",
+        "tv",
+    ]);
+    let v = inspect(&b, &["volume", "inspect", "tv"]);
+    assert_eq!(
+        v["Options"],
+        serde_json::json!({"type": "tmpfs", "device": "tmpfs", "o": "size=100m,uid=1000"})
+    );
+    let mp = mountpoint(&b, "tv");
+    assert!(!is_mounted(&mp), "mounted before any use");
+    let a = b
+        .ok(&["run", "-d", "-v", "tv:/data", "busybox", "sleep", "300"])
+        .trim()
+        .to_owned();
+    assert!(is_mounted(&mp));
+    let out = b.ok(&[
+        "exec",
+        &a,
+        "sh",
+        "-c",
+        "grep ' /data ' /proc/mounts; stat -c %u /data; echo hi > /data/f",
+    ]);
+    assert!(out.contains("tmpfs /data tmpfs"), "{out}");
+    assert!(out.contains("size=102400k"), "{out}");
+    assert!(out.lines().any(|l| l == "1000"), "{out}");
+    let c = b
+        .ok(&["run", "-d", "-v", "tv:/data", "busybox", "sleep", "300"])
+        .trim()
+        .to_owned();
+    assert_eq!(b.ok(&["exec", &c, "cat", "/data/f"]), "hi\n");
+    b.ok(&["stop", "-t", "0", &a]);
+    assert!(is_mounted(&mp), "unmounted while another container uses it");
+    b.ok(&["stop", "-t", "0", &c]);
+    assert!(
+        !is_mounted(&mp),
+        "still mounted after its last user stopped"
+    );
+    // Mounted again at the next start: a new, empty tmpfs.
+    let again = b.ok(&["create", "-v", "tv:/d", "busybox", "ls", "/d"]);
+    let out = b.ok(&["start", "-a", again.trim()]);
+    assert!(out.trim().is_empty(), "{out}");
+    b.ok(&["container", "prune", "-f"]);
+    b.ok(&["volume", "rm", "tv"]);
+
+    // A bind of a host directory.
+    let host = b.dir.path().join("hostdir");
+    std::fs::create_dir(&host).unwrap();
+    std::fs::write(host.join("file"), "from-host\n").unwrap();
+    b.ok(&[
+        "volume",
+        "create",
+        "-o",
+        "type=none",
+        "-o",
+        "o=bind",
+        "-o",
+        &format!("device={}", host.display()),
+        "bv",
+    ]);
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "bv:/data",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /data/file; echo back > /data/new",
+    ]);
+    assert_eq!(out, "from-host\n");
+    assert_eq!(std::fs::read_to_string(host.join("new")).unwrap(), "back\n");
+    assert!(!is_mounted(&mountpoint(&b, "bv")));
+    b.ok(&["volume", "rm", "bv"]);
+    assert!(
+        host.join("file").exists(),
+        "volume rm touched the bind's source"
+    );
+
+    // A block device (a loop device on an ext4 image).
+    let disk = LoopDevice::new(b.dir.path());
+    b.ok(&[
+        "volume",
+        "create",
+        "-o",
+        "type=ext4",
+        "-o",
+        &format!("device={}", disk.dev),
+        "blk",
+    ]);
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "blk:/data",
+        "busybox",
+        "sh",
+        "-c",
+        "grep ' /data ' /proc/mounts; echo persisted > /data/p",
+    ]);
+    assert!(out.contains(&format!("{} /data ext4", disk.dev)), "{out}");
+    let mp = mountpoint(&b, "blk");
+    assert!(!is_mounted(&mp));
+    assert!(
+        !mp.join("p").exists(),
+        "written beside the device, not on it"
+    );
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "blk:/data",
+        "busybox",
+        "cat",
+        "/data/p",
+    ]);
+    assert_eq!(out, "persisted\n");
+    b.ok(&["volume", "rm", "blk"]);
+
+    // A mount that fails fails the start, naming the volume, and leaves nothing mounted.
+    b.ok(&[
+        "volume",
+        "create",
+        "-o",
+        "type=ext4",
+        "-o",
+        "device=/dev/berth-no-such-disk",
+        "nodisk",
+    ]);
+    let err = b.fails(&["run", "--rm", "-v", "nodisk:/data", "busybox", "true"]);
+    assert!(err.contains("cannot mount volume nodisk"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!is_mounted(&mountpoint(&b, "nodisk")));
+    b.ok(&["container", "prune", "-f"]);
+    b.ok(&["volume", "rm", "nodisk"]);
+    drop(disk);
+    let loops = String::from_utf8_lossy(
+        &std::process::Command::new("losetup")
+            .arg("-a")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(!loops.contains(b.dir.path().to_str().unwrap()), "{loops}");
+}
+
+/// An image whose `/big` volume holds many files, so copying it up takes a while.
+fn load_big_volume_image(b: &Berth) {
+    let mut t = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(0o755);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_size(0);
+    h.set_mtime(1_700_000_000);
+    t.append_data(&mut h, "big", std::io::empty()).unwrap();
+    for i in 0..20_000 {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_size(8);
+        h.set_mtime(1_700_000_000);
+        t.append_data(&mut h, format!("big/f{i:05}"), &b"content\n"[..])
+            .unwrap();
+    }
+    let tar_bytes = t.into_inner().unwrap();
+    let diff = common::sha256_hex(&tar_bytes);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &tar_bytes).unwrap();
+    let mut layers = common::busybox_layers();
+    layers.push((gz.finish().unwrap(), diff));
+    let layout = tempfile::tempdir().unwrap();
+    common::write_layout_with(
+        layout.path(),
+        "bigvol:latest",
+        &layers,
+        ("linux", common::host_arch()),
+        serde_json::json!({
+            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+            "Cmd": ["sh"],
+            "Volumes": {"/big": {}},
+        }),
+    );
+    let mut a = tar::Builder::new(Vec::new());
+    a.append_dir_all(".", layout.path()).unwrap();
+    let path = b.dir.path().join("bigvol.tar");
+    std::fs::write(&path, a.into_inner().unwrap()).unwrap();
+    b.ok(&["load", "-q", "-i", path.to_str().unwrap()]);
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn anonymous_volumes_of_a_create_killed_midway_are_removed_at_boot() {
+    let b = berth();
+    load_big_volume_image(&b);
+    // An anonymous volume left by `rm` without -v is the user's to prune: boot keeps it.
+    let kept = b
+        .ok(&["create", "-v", "/keep", "busybox"])
+        .trim()
+        .to_owned();
+    let kept_vol = inspect(&b, &["inspect", &kept])["Mounts"][0]["Name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    b.ok(&["rm", &kept]);
+    let vols = b.root().join("volumes/default");
+    let mut killed_mid_copy = false;
+    for _ in 0..5 {
+        let daemon = b.daemon_pid().expect("berthd runs");
+        let mut child = b
+            .cmd(&["create", "bigvol"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Kill berthd while the create copies the image's /big into the new volume.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut hit = false;
+        while std::time::Instant::now() < deadline && !hit {
+            hit = std::fs::read_dir(&vols)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| e.path().join("copyup-in-progress").exists());
+            if !hit && child.try_wait().unwrap().is_some() {
+                break;
+            }
+        }
+        if hit {
+            // SAFETY: kill(2) of this test's own berthd.
+            unsafe { libc::kill(daemon, libc::SIGKILL) };
+        }
+        let _ = child.wait();
+        while b.daemon_pid().is_some() {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        if hit {
+            killed_mid_copy = true;
+            break;
+        }
+        // The create won the race: remove what it made and try again.
+        b.ok(&["rm", "-v", "-f", b.ok(&["ps", "-aq", "-l"]).trim()]);
+    }
+    assert!(killed_mid_copy, "the kill never landed during the copy-up");
+    // What the kill left: a half-created container record and its anonymous volume.
+    let left: Vec<String> = std::fs::read_dir(&vols)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.') && *n != kept_vol)
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    // The next berthd removes both; the volume a finished container left stays.
+    assert!(b.ok(&["ps", "-aq"]).trim().is_empty());
+    assert_eq!(
+        lines(&b.ok(&["volume", "ls", "-q"])),
+        std::slice::from_ref(&kept_vol)
+    );
+    assert!(!vols.join(&left[0]).exists());
+    b.ok(&["volume", "prune", "-f"]);
+    assert!(b.ok(&["volume", "ls", "-q"]).trim().is_empty());
 }

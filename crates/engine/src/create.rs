@@ -220,7 +220,7 @@ impl Engine {
 
         // Volumes: resolved, created and populated from the image (copy-up); released, and
         // the ones made here removed, if the create fails.
-        let vols = self.volumes_prepare(ns, &cfg, &image.config, &rootfs)?;
+        let vols = self.volumes_prepare(ns, &id, &cfg, &image.config, &rootfs)?;
         let build_cfg = ContainerConfig {
             mounts: vols.mounts.clone(),
             ..cfg.clone()
@@ -232,7 +232,7 @@ impl Engine {
             &hostname,
             &cfg.network_mode,
             &cfg.dns,
-            &cfg.extra_hosts,
+            &self.extra_hosts(ns, &cfg)?,
         )
         .map_err(|e| RpcStatus::invalid_argument(err_chain(&e)))?;
         let shim = self.config().shim_binary.clone();

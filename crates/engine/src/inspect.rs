@@ -228,7 +228,7 @@ pub(crate) fn inspect(c: &Container, dir: &std::path::Path) -> Value {
             "Init": conf.init,
             "Dns": conf.dns,
             "ExtraHosts": conf.extra_hosts,
-            "Tmpfs": conf.tmpfs,
+            "Tmpfs": tmpfs_map(&conf.tmpfs),
             "Binds": conf.mounts.iter().filter(|m| m.r#type == "bind").map(|m| {
                 if m.read_only { format!("{}:{}:ro", m.source, m.target) } else { format!("{}:{}", m.source, m.target) }
             }).collect::<Vec<_>>(),
@@ -267,6 +267,21 @@ pub(crate) fn inspect(c: &Container, dir: &std::path::Path) -> Value {
 }
 
 /// `SIGTERM` for 15 and so on (the common ones); the number otherwise.
+/// Docker's `HostConfig.Tmpfs`: `{"/path": "options"}` (null when there are none).
+fn tmpfs_map(tmpfs: &[String]) -> Value {
+    if tmpfs.is_empty() {
+        return Value::Null;
+    }
+    let m: serde_json::Map<String, Value> = tmpfs
+        .iter()
+        .map(|t| {
+            let (path, opts) = t.split_once(':').unwrap_or((t, ""));
+            (path.to_owned(), json!(opts))
+        })
+        .collect();
+    Value::Object(m)
+}
+
 pub(crate) fn signal_name(n: i32) -> String {
     let name = match n {
         1 => "SIGHUP",

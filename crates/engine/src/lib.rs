@@ -215,6 +215,7 @@ impl Engine {
         }));
         recover::boot(&engine);
         engine.networks_reconcile();
+        engine.volumes_reconcile();
         Ok(engine)
     }
 

@@ -74,6 +74,21 @@ fn to_mapping(p: &PortBinding) -> Result<PortMapping, RpcStatus> {
     })
 }
 
+/// The networks a container is on by its configuration, in interface order: the network of
+/// its network mode (unless disconnected), then those joined with `network connect`. Empty for
+/// `host`, `none` and `container:` modes.
+fn member_networks(conf: &ContainerConfig) -> Vec<String> {
+    let Mode::Network(primary) = mode(&conf.network_mode) else {
+        return Vec::new();
+    };
+    let mut v = Vec::with_capacity(1 + conf.networks.len());
+    if !conf.network_mode_disconnected {
+        v.push(primary.to_owned());
+    }
+    v.extend(conf.networks.iter().filter(|n| *n != primary).cloned());
+    v
+}
+
 /// Docker's `0.0.0.0:8080->80/tcp`.
 pub(crate) fn port_text(p: &PortMapping) -> String {
     let ip = if p.host_ip.is_empty() {
@@ -137,6 +152,8 @@ impl Engine {
         for p in &cfg.publish {
             to_mapping(p)?;
         }
+        // `host-gateway` must resolve before anything of the container is made.
+        self.extra_hosts(ns, cfg)?;
         if cfg.publish_all {
             let exposed = image
                 .config()
@@ -159,6 +176,72 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// The `--add-host` entries with `host-gateway` replaced by the host's address as the
+    /// container sees it. Docker gives its default bridge's address; Berth gives the gateway
+    /// of the container's own (first) network, which is that bridge on the default network and
+    /// the host's address nearest to the container on a user network. `--network host`: the
+    /// default network's gateway when its bridge is up, else the host's default-route source
+    /// address ([`berth_net::Manager::host_address`]); `container:` modes: that of the other
+    /// container; `none` has no way to the host and is refused.
+    pub(crate) fn extra_hosts(
+        &self,
+        ns: &str,
+        cfg: &ContainerConfig,
+    ) -> Result<Vec<String>, RpcStatus> {
+        let mut gateway: Option<Ipv4Addr> = None;
+        let mut out = Vec::with_capacity(cfg.extra_hosts.len());
+        for h in &cfg.extra_hosts {
+            let Some((name, ip)) = h.split_once('=').or_else(|| h.split_once(':')) else {
+                out.push(h.clone());
+                continue;
+            };
+            if ip.trim_start_matches('[').trim_end_matches(']') != "host-gateway" {
+                out.push(h.clone());
+                continue;
+            }
+            let gw = match gateway {
+                Some(g) => g,
+                None => {
+                    let g = self.host_gateway(ns, &cfg.network_mode, h, 0)?;
+                    gateway = Some(g);
+                    g
+                }
+            };
+            out.push(format!("{name}:{gw}"));
+        }
+        Ok(out)
+    }
+
+    fn host_gateway(
+        &self,
+        ns: &str,
+        network_mode: &str,
+        entry: &str,
+        depth: u8,
+    ) -> Result<Ipv4Addr, RpcStatus> {
+        match network_mode {
+            "none" => Err(RpcStatus::invalid_argument(format!(
+                "invalid argument \"{entry}\" for --add-host: host-gateway has no address with --network none (the container has only loopback); give an IP address instead"
+            ))),
+            "host" => self.net().host_address().ok_or_else(|| {
+                RpcStatus::failed_precondition(format!(
+                    "invalid argument \"{entry}\" for --add-host: the host has no IPv4 address for host-gateway; give an IP address instead"
+                ))
+            }),
+            m => match mode(m) {
+                Mode::Network(n) => Ok(self.net().get(n).map_err(|e| net_status(&e))?.gateway),
+                Mode::Container(other) if depth == 0 => {
+                    let target = self.find(ns, other)?;
+                    let m = target.lock().rec.config().network_mode;
+                    self.host_gateway(ns, &m, entry, depth + 1)
+                }
+                _ => Err(RpcStatus::invalid_argument(format!(
+                    "invalid argument \"{entry}\" for --add-host: host-gateway cannot be resolved with network mode {m}"
+                ))),
+            },
+        }
     }
 
     /// The namespace path config.json names (`None`: the runtime makes a new one, or the
@@ -293,8 +376,8 @@ impl Engine {
                 self.net().join_netns(&c.id, pid).map_err(fail)?;
                 Ok(())
             }
-            Mode::Network(primary) => {
-                let res = self.attach_all(c, &conf, primary, &name);
+            Mode::Network(_) => {
+                let res = self.attach_all(c, &conf, &name);
                 if let Err(err) = res {
                     if let Err(e) = self.net().detach_all(&c.id, true) {
                         tracing::warn!("undo the network setup of container {name}: {e}");
@@ -311,7 +394,6 @@ impl Engine {
         &self,
         c: &Container,
         conf: &ContainerConfig,
-        primary: &str,
         name: &str,
     ) -> Result<(), berth_net::Error> {
         // Made by `networks_attach_begin` before the shim was spawned.
@@ -326,14 +408,14 @@ impl Engine {
             .iter()
             .filter_map(|p| to_mapping(p).ok())
             .collect();
-        let mut nets = vec![primary.to_owned()];
-        nets.extend(conf.networks.iter().filter(|n| *n != primary).cloned());
-        for (i, n) in nets.iter().enumerate() {
+        // With every network disconnected the container keeps only loopback.
+        for (i, n) in member_networks(conf).iter().enumerate() {
             let net = self.net().get(n)?;
-            // Only the first network publishes ports and takes --ip.
+            // Only the first network publishes ports; --ip belongs to the network mode's.
+            let own_ip = i == 0 && !conf.network_mode_disconnected;
             let opts = berth_net::AttachOptions {
                 ifname: format!("eth{i}"),
-                ip: if i == 0 { conf.ip.parse().ok() } else { None },
+                ip: if own_ip { conf.ip.parse().ok() } else { None },
                 ports: std::mem::take(&mut ports),
                 aliases: aliases.clone(),
             };
@@ -344,7 +426,8 @@ impl Engine {
 
     /// The main process is gone (or the container is removed): DEL from every network and
     /// drop the namespace file. Idempotent; errors are logged.
-    pub(crate) fn networks_detach(&self, id: &str) {
+    /// Tear down every network attachment of `id`; true when all of it went.
+    pub(crate) fn networks_detach(&self, id: &str) -> bool {
         let started = std::time::Instant::now();
         let nets: Vec<String> = self
             .net()
@@ -352,9 +435,13 @@ impl Engine {
             .into_iter()
             .map(|a| a.network)
             .collect();
-        if let Err(e) = self.net().detach_all(id, self.netns_shared(id)) {
-            tracing::warn!("network teardown of container {id}: {e}");
-        }
+        let done = match self.net().detach_all(id, self.netns_shared(id)) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!("network teardown of container {id}: {e}");
+                false
+            }
+        };
         for n in nets {
             self.refresh_hosts(&n);
         }
@@ -362,13 +449,14 @@ impl Engine {
             "network teardown of {id}: {:.1} ms",
             started.elapsed().as_secs_f64() * 1e3
         );
+        done
     }
 
     /// The main process exited: the network teardown on a blocking thread, beside the shim's
     /// delete. Correct because the container's init is gone, so its pid namespace holds no
     /// process any more (the kernel kills and reaps the rest before the init's exit is
     /// reported); containers that joined the namespace keep it (`netns_shared`).
-    pub(crate) fn networks_detach_begin(&self, id: &str) -> tokio::task::JoinHandle<()> {
+    pub(crate) fn networks_detach_begin(&self, id: &str) -> tokio::task::JoinHandle<bool> {
         let e = self.clone();
         let id = id.to_owned();
         tokio::task::spawn_blocking(move || e.networks_detach(&id))
@@ -401,6 +489,14 @@ impl Engine {
         for a in self.net().all_attachments() {
             if !running(&a.container_id) {
                 self.networks_detach(&a.container_id);
+            } else if !a.ports.is_empty() {
+                // The previous daemon's port reservations died with it.
+                if let Err(e) = self.net().hold_ports(&a) {
+                    tracing::warn!(
+                        "container {}: cannot hold its published port again: {e}",
+                        a.container_id
+                    );
+                }
             }
         }
         let dir = self.config().state.join("netns");
@@ -643,16 +739,20 @@ impl Engine {
             );
         }
         if networks.is_empty() {
-            let name = match mode(&conf.network_mode) {
-                Mode::Network(n) => n.to_owned(),
-                _ => conf.network_mode.clone(),
+            // Not attached (not running): the networks it will join. A container disconnected
+            // from every network has none, as in Docker.
+            let names = match mode(&conf.network_mode) {
+                Mode::Network(_) => member_networks(conf),
+                _ => vec![conf.network_mode.clone()],
             };
-            let id = self.net().get(&name).map(|n| n.id).unwrap_or_default();
-            networks.insert(
-                name,
-                json!({"Aliases": null, "NetworkID": id, "EndpointID": "", "Gateway": "",
-                    "IPAddress": "", "IPPrefixLen": 0, "MacAddress": ""}),
-            );
+            for name in names {
+                let id = self.net().get(&name).map(|n| n.id).unwrap_or_default();
+                networks.insert(
+                    name,
+                    json!({"Aliases": null, "NetworkID": id, "EndpointID": "", "Gateway": "",
+                        "IPAddress": "", "IPPrefixLen": 0, "MacAddress": ""}),
+                );
+            }
         }
         let first = atts.first();
         doc["NetworkSettings"] = json!({
@@ -691,11 +791,10 @@ impl Engine {
                 .flat_map(|a| a.ports.iter().map(port_text))
                 .collect()
         };
-        let mut nets: Vec<String> = match mode(&conf.network_mode) {
-            Mode::Network(n) => vec![n.to_owned()],
+        let nets: Vec<String> = match mode(&conf.network_mode) {
+            Mode::Network(_) => member_networks(conf),
             _ => vec![conf.network_mode.clone()],
         };
-        nets.extend(conf.networks.iter().cloned());
         (ports.join(", "), nets.join(","))
     }
 
@@ -705,8 +804,7 @@ impl Engine {
             .filter_map(|c| {
                 let m = c.lock();
                 let conf = m.rec.config();
-                let on = matches!(mode(&conf.network_mode), Mode::Network(n) if n == net.name)
-                    || conf.networks.contains(&net.name);
+                let on = member_networks(&conf).contains(&net.name);
                 on.then(|| m.rec.name.clone())
             })
             .collect()
@@ -754,10 +852,10 @@ impl Engine {
         })
     }
 
-    fn set_networks(&self, c: &Container, f: impl FnOnce(&mut Vec<String>)) {
+    fn set_networks(&self, c: &Container, f: impl FnOnce(&mut ContainerConfig)) {
         let mut m = c.lock();
         let mut conf = m.rec.config();
-        f(&mut conf.networks);
+        f(&mut conf);
         m.rec.config = Record::encode_config(&conf);
         self.save(c, &m.rec);
     }
@@ -922,8 +1020,12 @@ impl networks_server::Networks for NetworksService {
         let c = self.e.find(&ns, &r.container)?;
         let _op = c.op.lock().await;
         let conf = c.lock().rec.config();
+        let primary = match mode(&conf.network_mode) {
+            Mode::Network(n) => n == net.name,
+            _ => false,
+        };
         match mode(&conf.network_mode) {
-            Mode::Network(n) if n != net.name && !conf.networks.contains(&net.name) => {}
+            Mode::Network(_) if !member_networks(&conf).contains(&net.name) => {}
             Mode::Network(_) => {
                 return Err(RpcStatus::already_exists(format!(
                     "endpoint with name {} already exists in network {}",
@@ -945,7 +1047,17 @@ impl networks_server::Networks for NetworksService {
             let c2 = c.clone();
             let netname = net.name.clone();
             tokio::task::spawn_blocking(move || -> Result<(), RpcStatus> {
-                let ifname = format!("eth{}", e.net().attachments(&c2.id).len());
+                // The lowest free ethN: interfaces of disconnected networks leave gaps.
+                let used: Vec<String> = e
+                    .net()
+                    .attachments(&c2.id)
+                    .into_iter()
+                    .map(|a| a.ifname)
+                    .collect();
+                let ifname = (0..)
+                    .map(|i| format!("eth{i}"))
+                    .find(|n| !used.contains(n))
+                    .unwrap_or_default();
                 let mut aliases = vec![c2.name(), c2.id[..12].to_owned()];
                 aliases.extend(r.aliases);
                 let opts = berth_net::AttachOptions {
@@ -965,7 +1077,13 @@ impl networks_server::Networks for NetworksService {
             .await
             .map_err(blocking_err)??;
         }
-        self.e.set_networks(&c, |v| v.push(net.name.clone()));
+        self.e.set_networks(&c, |conf| {
+            if primary {
+                conf.network_mode_disconnected = false;
+            } else {
+                conf.networks.push(net.name.clone());
+            }
+        });
         self.e.emit(
             "",
             "network",
@@ -986,22 +1104,14 @@ impl networks_server::Networks for NetworksService {
         let c = self.e.find(&ns, &r.container)?;
         let _op = c.op.lock().await;
         let conf = c.lock().rec.config();
-        if !conf.networks.contains(&net.name) {
-            let primary = matches!(mode(&conf.network_mode), Mode::Network(n) if n == net.name);
-            return Err(RpcStatus::invalid_argument(if primary {
-                format!(
-                    "container {} is on network {} by its network mode (--network): berth can disconnect only networks joined with network connect",
-                    c.name(),
-                    net.name
-                )
-            } else {
-                format!(
-                    "container {} is not connected to network {}",
-                    c.name(),
-                    net.name
-                )
-            }));
+        if !member_networks(&conf).contains(&net.name) {
+            return Err(RpcStatus::invalid_argument(format!(
+                "container {} is not connected to network {}",
+                c.name(),
+                net.name
+            )));
         }
+        let primary = !conf.networks.contains(&net.name);
         let e = self.e.clone();
         let (id, netname) = (c.id.clone(), net.name.clone());
         tokio::task::spawn_blocking(move || {
@@ -1013,7 +1123,13 @@ impl networks_server::Networks for NetworksService {
         .await
         .map_err(blocking_err)?
         .map_err(|e| net_status(&e))?;
-        self.e.set_networks(&c, |v| v.retain(|n| *n != net.name));
+        self.e.set_networks(&c, |conf| {
+            if primary {
+                conf.network_mode_disconnected = true;
+            } else {
+                conf.networks.retain(|n| *n != net.name);
+            }
+        });
         self.e.emit(
             "",
             "network",

@@ -46,7 +46,12 @@ pub(crate) fn boot(e: &Engine) {
             }
             Ok(rec) => {
                 tracing::info!("removing container {id}: its create or removal was interrupted");
+                let unfinished = !rec.complete;
                 let c = Container::new(rec);
+                if unfinished {
+                    // Before the record goes: a kill now still finds them next boot.
+                    e.remove_volumes_made_by(&c.ns, &id);
+                }
                 discard(e, &c.ns, &id);
             }
             Err(err) => {

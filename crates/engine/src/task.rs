@@ -80,9 +80,23 @@ impl Engine {
         };
         let _ = std::fs::remove_file(cfg.bundle.join("exit.json"));
         let bin = self.config().shim_binary.clone();
-        let net = self.networks_attach_begin(c).await?;
-        let res = blocking(move || berth_shim::spawn(&bin, &cfg)).await;
-        let res = self.networks_attach_end(c, net, res).await?;
+        // Volumes with a file system of their own are mounted at first use.
+        let (e, c2) = (self.clone(), c.clone());
+        blocking(move || e.volumes_mount(&c2)).await??;
+        let res = match self.networks_attach_begin(c).await {
+            Ok(net) => {
+                let res = blocking(move || berth_shim::spawn(&bin, &cfg)).await;
+                self.networks_attach_end(c, net, res).await
+            }
+            Err(st) => Err(st),
+        };
+        let res = match res {
+            Ok(r) => r,
+            Err(st) => {
+                self.volumes_release(c);
+                return Err(st);
+            }
+        };
         match res {
             Ok(client) => {
                 let client = Arc::new(client);
@@ -94,6 +108,7 @@ impl Engine {
             }
             Err(e) => {
                 self.networks_detach(&c.id);
+                self.volumes_release(c);
                 let st = shim_status(
                     &format!("failed to create the task of container {name}"),
                     &e,
@@ -140,6 +155,7 @@ impl Engine {
                 let cl = client.clone();
                 let _ = blocking(move || cl.delete()).await;
                 self.networks_detach(&c.id);
+                self.volumes_release(c);
                 let mut m = c.lock();
                 m.shim = None;
                 m.rec.error = err_chain(&e);
@@ -214,14 +230,19 @@ impl Engine {
         if let Ok(Err(e)) = &deleted {
             tracing::warn!("delete the task of container {}: {}", c.id, err_chain(e));
         }
-        let _ = net.await;
+        let net_gone = matches!(net.await, Ok(true));
+        let (e, c2) = (self.clone(), c.clone());
+        let _ = blocking(move || e.volumes_release(&c2)).await;
+        // Nothing left for a removal to look for: the runtime deleted the container and every
+        // network attachment (and its held ports) is gone.
+        let clean = matches!(deleted, Ok(Ok(_))) && net_gone;
         let (restart, auto_remove, name, image, status) = {
             let mut m = c.lock();
             if m.run != run {
                 return;
             }
             m.shim = None;
-            m.clean = matches!(deleted, Ok(Ok(_)));
+            m.clean = clean;
             m.rec.pid = 0;
             m.rec.exit_code = exit.code;
             m.rec.oom_killed = exit.oom_killed;

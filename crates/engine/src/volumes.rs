@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tonic::{Request, Response, Status};
 
+use crate::container::Container;
 use crate::record::{new_id, now_nanos, rfc3339};
 use crate::{Engine, err_chain};
 
@@ -91,6 +92,158 @@ struct Meta {
     created: i64,
     #[serde(default)]
     anonymous: bool,
+    /// The container whose create made this anonymous volume: if that create never finished
+    /// (berthd killed), boot removes the volume with the half-made container.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    container: String,
+}
+
+/// The local driver's options (`volume create -o`), as Docker's: `type` and `device` go
+/// together, `o` needs both.
+const OPTION_KEYS: &[&str] = &["type", "device", "o"];
+
+/// What a volume with options mounts on its `_data` when its first user starts.
+#[derive(Debug, PartialEq)]
+struct MountOpts {
+    fstype: String,
+    device: String,
+    flags: rustix::mount::MountFlags,
+    /// `bind` / `rbind` in `o`: a bind mount of `device`.
+    bind: Option<bool>,
+    /// The rest of `o`, given to the file system.
+    data: String,
+}
+
+/// Check a volume's options (`Ok(None)`: none, a plain directory). Errors name the option.
+fn mount_opts(options: &BTreeMap<String, String>) -> Result<Option<MountOpts>, String> {
+    use rustix::mount::MountFlags as F;
+    if options.is_empty() {
+        return Ok(None);
+    }
+    if let Some(k) = options.keys().find(|k| !OPTION_KEYS.contains(&k.as_str())) {
+        return Err(format!(
+            "invalid option: {k:?} (the local driver takes type, device and o)"
+        ));
+    }
+    for (opt, needs) in [
+        ("device", &["type"][..]),
+        ("type", &["device"][..]),
+        ("o", &["device", "type"][..]),
+    ] {
+        if options.contains_key(opt) {
+            if let Some(n) = needs.iter().find(|n| !options.contains_key(**n)) {
+                return Err(format!(
+                    "missing required option: {n:?} (option {opt:?} needs it)"
+                ));
+            }
+        }
+    }
+    let fstype = options["type"].clone();
+    let device = options["device"].clone();
+    if fstype.is_empty() {
+        return Err("invalid option \"type\": it is empty".into());
+    }
+    if device.is_empty() {
+        return Err("invalid option \"device\": it is empty".into());
+    }
+    let mut flags = F::empty();
+    let mut bind = None;
+    let mut data = Vec::new();
+    for o in options
+        .get("o")
+        .map(String::as_str)
+        .unwrap_or("")
+        .split(',')
+        .filter(|o| !o.is_empty())
+    {
+        let (set, clear) = match o {
+            "ro" => (F::RDONLY, F::empty()),
+            "rw" => (F::empty(), F::RDONLY),
+            "nosuid" => (F::NOSUID, F::empty()),
+            "suid" => (F::empty(), F::NOSUID),
+            "nodev" => (F::NODEV, F::empty()),
+            "dev" => (F::empty(), F::NODEV),
+            "noexec" => (F::NOEXEC, F::empty()),
+            "exec" => (F::empty(), F::NOEXEC),
+            "sync" => (F::SYNCHRONOUS, F::empty()),
+            "async" => (F::empty(), F::SYNCHRONOUS),
+            "dirsync" => (F::DIRSYNC, F::empty()),
+            "noatime" => (F::NOATIME, F::empty()),
+            "nodiratime" => (F::NODIRATIME, F::empty()),
+            "relatime" => (F::RELATIME, F::empty()),
+            "strictatime" => (F::STRICTATIME, F::empty()),
+            "defaults" => (F::empty(), F::empty()),
+            "bind" => {
+                bind = Some(false);
+                continue;
+            }
+            "rbind" => {
+                bind = Some(true);
+                continue;
+            }
+            "remount" | "move" => {
+                return Err(format!(
+                    "invalid option \"o\": {o:?} is not a mount option a volume can use"
+                ));
+            }
+            other => {
+                data.push(other);
+                continue;
+            }
+        };
+        flags = (flags | set) - clear;
+    }
+    if bind.is_some() && !device.starts_with('/') {
+        return Err(format!(
+            "invalid option \"device\": {device:?} must be an absolute host path for a bind mount"
+        ));
+    }
+    if fstype == "none" && bind.is_none() {
+        return Err(
+            "invalid option \"o\": type=none mounts nothing unless o has bind (or rbind): -o type=none -o o=bind -o device=/host/path"
+                .into(),
+        );
+    }
+    Ok(Some(MountOpts {
+        fstype,
+        device,
+        flags,
+        bind,
+        data: data.join(","),
+    }))
+}
+
+/// Mount a volume's file system on its `_data`.
+fn mount_volume(m: &MountOpts, target: &Path) -> std::io::Result<()> {
+    use rustix::mount::MountFlags as F;
+    match m.bind {
+        Some(recursive) => {
+            if recursive {
+                rustix::mount::mount_bind_recursive(m.device.as_str(), target)?;
+            } else {
+                rustix::mount::mount_bind(m.device.as_str(), target)?;
+            }
+            if !m.flags.is_empty() {
+                // Flags of a bind apply only by remounting it.
+                if let Err(e) = rustix::mount::mount_remount(target, m.flags | F::BIND, "") {
+                    let _ = rustix::mount::unmount(target, rustix::mount::UnmountFlags::DETACH);
+                    return Err(e.into());
+                }
+            }
+            Ok(())
+        }
+        None => {
+            let data = std::ffi::CString::new(m.data.as_str()).map_err(std::io::Error::other)?;
+            rustix::mount::mount(
+                m.device.as_str(),
+                target,
+                m.fstype.as_str(),
+                m.flags,
+                Some(data.as_c_str()),
+            )?;
+            Ok(())
+        }
+    }
 }
 
 /// Volumes a create has claimed: released (and, unless kept, the volumes the create made
@@ -280,8 +433,10 @@ impl Engine {
         ns: &str,
         name: &str,
         labels: BTreeMap<String, String>,
-        anonymous: bool,
+        options: BTreeMap<String, String>,
+        made_by: Option<&str>,
     ) -> Result<(Meta, bool), Status> {
+        let anonymous = made_by.is_some();
         valid_ns(ns)?;
         if !berth_spec::parse::valid_volume_name(name) {
             return Err(Status::invalid_argument(format!(
@@ -298,9 +453,10 @@ impl Engine {
             name: name.to_owned(),
             driver: "local".into(),
             labels,
-            options: BTreeMap::new(),
+            options,
             created: now_nanos(),
             anonymous,
+            container: made_by.unwrap_or_default().to_owned(),
         };
         let build = || -> std::io::Result<()> {
             std::fs::create_dir(&tmp)?;
@@ -324,6 +480,17 @@ impl Engine {
     /// keeps its name). Caller holds `pending` and checked the users.
     fn remove_volume_dir(&self, ns: &str, name: &str) -> Result<u64, Status> {
         let dir = self.volume_dir(ns, name);
+        // A volume with options may still be mounted (a daemon killed while its user ran):
+        // never delete through the mount (a bind volume's device is the user's own directory).
+        let data = dir.join(DATA_DIR);
+        if crate::task::is_mountpoint(&data) {
+            rustix::mount::unmount(&data, rustix::mount::UnmountFlags::DETACH).map_err(|e| {
+                Status::failed_precondition(format!(
+                    "remove {name}: cannot unmount {}: {e}",
+                    data.display()
+                ))
+            })?;
+        }
         let size = berth_store::disk_usage(&dir.join(DATA_DIR)).map_or(0, |(b, _)| b);
         let gone = self
             .volumes_dir(ns)
@@ -360,6 +527,7 @@ impl Engine {
     pub(crate) fn volumes_prepare(
         &self,
         ns: &str,
+        id: &str,
         cfg: &ContainerConfig,
         image: &ImageConfiguration,
         rootfs: &Path,
@@ -460,14 +628,22 @@ impl Engine {
                     if anonymous {
                         labels.insert(ANONYMOUS_LABEL.to_owned(), String::new());
                     }
-                    let (_, created) = self.create_volume_locked(ns, &name, labels, anonymous)?;
+                    let (meta, created) = self.create_volume_locked(
+                        ns,
+                        &name,
+                        labels,
+                        BTreeMap::new(),
+                        anonymous.then_some(id),
+                    )?;
                     if created {
                         claim.created.push(name.clone());
                     }
                     *pending.entry((ns.to_owned(), name.clone())).or_insert(0) += 1;
                     claim.names.push(name.clone());
                     let vdir = self.volume_dir(ns, &name);
-                    if !m.options.iter().any(|o| o == "nocopy") {
+                    // A volume with a file system of its own is mounted only at start: no
+                    // copy-up into the directory it will cover.
+                    if meta.options.is_empty() && !m.options.iter().any(|o| o == "nocopy") {
                         copy_up(rootfs, &m.target, &vdir).map_err(|e| {
                             Status::internal(format!(
                                 "cannot populate volume {name} from the image's {}: {e}",
@@ -522,6 +698,115 @@ impl Engine {
             warnings,
             claim,
         })
+    }
+
+    /// Before a container starts: mount the volumes it uses that have a file system of their
+    /// own (`volume create -o type=...`) and are not mounted yet (Docker mounts at first use).
+    /// A failure unmounts what this call mounted and names the volume.
+    pub(crate) fn volumes_mount(&self, c: &Container) -> Result<(), Status> {
+        let points = c.lock().rec.mount_points.clone();
+        let _pending = self.pending();
+        let mut done: Vec<PathBuf> = Vec::new();
+        for p in points.iter().filter(|p| p.typ == "volume") {
+            let Some(meta) = self.read_meta(&c.ns, &p.name) else {
+                continue;
+            };
+            let opts = match mount_opts(&meta.options) {
+                Ok(Some(o)) => o,
+                Ok(None) => continue,
+                Err(m) => {
+                    return Err(Status::failed_precondition(format!(
+                        "volume {}: {m}",
+                        p.name
+                    )));
+                }
+            };
+            let data = self.volume_dir(&c.ns, &p.name).join(DATA_DIR);
+            if crate::task::is_mountpoint(&data) || done.contains(&data) {
+                continue;
+            }
+            if let Err(e) = mount_volume(&opts, &data) {
+                for d in &done {
+                    let _ = rustix::mount::unmount(d, rustix::mount::UnmountFlags::DETACH);
+                }
+                return Err(Status::failed_precondition(format!(
+                    "cannot mount volume {} (type {}, device {}): {e} (check its options with volume inspect)",
+                    p.name, opts.fstype, opts.device
+                )));
+            }
+            done.push(data);
+        }
+        Ok(())
+    }
+
+    /// The container stopped (or never started): unmount its volumes with options that no
+    /// other running container uses (Docker unmounts when the last user stops).
+    pub(crate) fn volumes_release(&self, c: &Container) {
+        let points = c.lock().rec.mount_points.clone();
+        let _pending = self.pending();
+        for p in points.iter().filter(|p| p.typ == "volume") {
+            self.unmount_if_unused(&c.ns, &p.name, Some(&c.id));
+        }
+    }
+
+    /// Unmount a volume's file system unless a running container (other than `except`) uses it.
+    /// Caller holds `pending`.
+    fn unmount_if_unused(&self, ns: &str, name: &str, except: Option<&str>) {
+        let data = self.volume_dir(ns, name).join(DATA_DIR);
+        if !crate::task::is_mountpoint(&data) {
+            return;
+        }
+        let used = self.containers(Some(ns)).iter().any(|o| {
+            Some(o.id.as_str()) != except && {
+                let m = o.lock();
+                m.rec.status.is_active()
+                    && m.rec
+                        .mount_points
+                        .iter()
+                        .any(|p| p.typ == "volume" && p.name == name)
+            }
+        });
+        if used {
+            return;
+        }
+        if let Err(e) = rustix::mount::unmount(&data, rustix::mount::UnmountFlags::DETACH) {
+            tracing::warn!("unmount volume {name} at {}: {e}", data.display());
+        }
+    }
+
+    /// At boot: unmount the volumes with options that no running container uses (their last
+    /// user stopped while berthd was down).
+    pub(crate) fn volumes_reconcile(&self) {
+        let Ok(nss) = std::fs::read_dir(self.config().root.join("volumes")) else {
+            return;
+        };
+        let _pending = self.pending();
+        for ns in nss.flatten() {
+            let ns = ns.file_name().to_string_lossy().into_owned();
+            for m in self.list_metas(&ns) {
+                if !m.options.is_empty() {
+                    self.unmount_if_unused(&ns, &m.name, None);
+                }
+            }
+        }
+    }
+
+    /// At boot, for a container whose create never finished: remove the anonymous volumes
+    /// that create made (nothing else can use them yet).
+    pub(crate) fn remove_volumes_made_by(&self, ns: &str, id: &str) {
+        if valid_ns(ns).is_err() {
+            return;
+        }
+        let pending = self.pending();
+        for m in self.list_metas(ns) {
+            if !m.anonymous || m.container != id || !self.users(&pending, ns, &m.name).is_empty() {
+                continue;
+            }
+            tracing::info!("removing volume {}: made by an interrupted create", m.name);
+            if let Err(e) = self.remove_volume_dir(ns, &m.name) {
+                tracing::warn!("remove volume {}: {}", m.name, e.message());
+            }
+        }
     }
 
     /// `rm -v` and `--rm`: remove the container's anonymous volumes that nothing else uses.
@@ -706,14 +991,24 @@ impl volumes_server::Volumes for VolumesService {
                     d = r.driver
                 )));
             }
-            if let Some(k) = r.options.keys().next() {
-                return Err(Status::invalid_argument(format!(
-                    "create {name}: invalid option key: {k:?} (Berth's local driver takes no options yet; create the volume without -o)"
-                )));
-            }
+            let options: BTreeMap<String, String> = r.options.into_iter().collect();
+            mount_opts(&options)
+                .map_err(|m| Status::invalid_argument(format!("create {name}: {m}")))?;
             let _pending = e.pending();
-            let (meta, _) =
-                e.create_volume_locked(&ns, &name, r.labels.into_iter().collect(), false)?;
+            if let Some(m) = e.read_meta(&ns, &name) {
+                if m.options != options && !options.is_empty() {
+                    return Err(Status::failed_precondition(format!(
+                        "create {name}: a volume with this name exists with other options (remove it first)"
+                    )));
+                }
+            }
+            let (meta, _) = e.create_volume_locked(
+                &ns,
+                &name,
+                r.labels.into_iter().collect(),
+                options,
+                None,
+            )?;
             Ok(e.inspect_doc(&ns, &meta))
         })
         .await?;

@@ -248,8 +248,11 @@ pub struct Manager {
     cfg: Config,
     claims: pool::Claims,
     lock: Mutex<()>,
-    /// Networks whose masquerade rule is known to be in place.
-    masq: Mutex<std::collections::HashSet<String>>,
+    /// The host ports held for the published ports of each (container, network) attachment,
+    /// while the container runs (see [`Manager::hold_ports`]).
+    held: Mutex<std::collections::HashMap<(String, String), Vec<ports::Held>>>,
+    /// Networks whose firewall rules (masquerade or isolation) are known to be in place.
+    firewall: Mutex<std::collections::HashSet<String>>,
 }
 
 fn valid_name(n: &str) -> bool {
@@ -283,7 +286,8 @@ impl Manager {
             },
             cfg,
             lock: Mutex::new(()),
-            masq: Mutex::new(std::collections::HashSet::new()),
+            held: Mutex::new(std::collections::HashMap::new()),
+            firewall: Mutex::new(std::collections::HashSet::new()),
         };
         for d in [m.dir(), m.dir().join("results"), m.ipam_dir()] {
             std::fs::create_dir_all(&d).map_err(|e| Error::io("create", &d, e))?;
@@ -366,6 +370,23 @@ impl Manager {
             (Some(n), None) => Ok(n),
             _ => Err(Error::NotFound(key.to_owned())),
         }
+    }
+
+    /// The host's address for `--add-host NAME:host-gateway` in the host's own namespace
+    /// (`--network host`): the default network's gateway when its bridge carries it (what
+    /// Docker gives, its default bridge's address), else the source address of the host's
+    /// route to the outside. `None` when the host has neither.
+    pub fn host_address(&self) -> Option<Ipv4Addr> {
+        let default = std::fs::read(self.record_path(DEFAULT_NETWORK))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Network>(&b).ok());
+        if let Some(n) = default {
+            if source_toward(n.gateway) == Some(n.gateway) {
+                return Some(n.gateway);
+            }
+        }
+        // TEST-NET-1: never local, so this is the default route's source address.
+        source_toward(Ipv4Addr::new(192, 0, 2, 1))
     }
 
     /// The default network, created (subnet from the pool) if missing.
@@ -497,6 +518,13 @@ impl Manager {
             .and_then(|()| std::fs::rename(&tmp, &record))
             .map_err(|e| Error::io("write", &record, e))?;
         self.claims.claim(&host, &subnet, &record)?;
+        drop(host);
+        if net.internal {
+            if let Err(e) = self.ensure_firewall(&net) {
+                let _ = self.remove_locked(&net);
+                return Err(e);
+            }
+        }
         Ok(net)
     }
 
@@ -545,13 +573,33 @@ impl Manager {
         .collect()
     }
 
+    /// The firewall isolation of an internal network (Docker's `--internal`): two `FORWARD`
+    /// rules, commented with the network's id, that drop whatever its bridge would forward to
+    /// another interface and whatever another interface would forward into it. Traffic between
+    /// its own containers (bridged, or `-i BRIDGE -o BRIDGE` with `br_netfilter`) is untouched.
+    /// `op` is `-I` (insert at the top, ahead of any accepting rule), `-C` or `-D`.
+    fn isolation_rules(net: &Network, op: &str) -> [Vec<String>; 2] {
+        let comment = format!("berth network {} {} internal", net.name, &net.id[..12]);
+        let rule = |out_negated: bool| -> Vec<String> {
+            let mut v: Vec<&str> = vec!["-w", op, "FORWARD"];
+            if out_negated {
+                v.extend(["-i", &net.bridge, "!", "-o", &net.bridge]);
+            } else {
+                v.extend(["!", "-i", &net.bridge, "-o", &net.bridge]);
+            }
+            v.extend(["-m", "comment", "--comment", &comment, "-j", "DROP"]);
+            v.into_iter().map(str::to_owned).collect()
+        };
+        [rule(true), rule(false)]
+    }
+
     fn iptables(args: &[String]) -> Result<bool, Error> {
         let out = std::process::Command::new("iptables")
             .args(args)
             .stdin(std::process::Stdio::null())
             .output()
             .map_err(|e| Error::io("run", Path::new("iptables"), e))?;
-        if !out.status.success() && args.iter().any(|a| a == "-A") {
+        if !out.status.success() && args.iter().any(|a| a == "-A" || a == "-I") {
             return Err(Error::Plugin {
                 plugin: "iptables".into(),
                 message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
@@ -560,30 +608,42 @@ impl Manager {
         Ok(out.status.success())
     }
 
-    /// Put the network's masquerade rule in place once (internal networks have none).
-    pub fn ensure_masquerade(&self, net: &Network) -> Result<(), Error> {
-        if net.internal {
-            return Ok(());
-        }
-        let mut done = self.masq.lock().unwrap_or_else(|p| p.into_inner());
+    /// Put the network's firewall rules in place once: its masquerade rule, or for an
+    /// internal network (no masquerading) its isolation rules. Made when an internal network is
+    /// created and checked again on each first use by this daemon (a host reboot drops them).
+    pub fn ensure_firewall(&self, net: &Network) -> Result<(), Error> {
+        let mut done = self.firewall.lock().unwrap_or_else(|p| p.into_inner());
         if done.contains(&net.id) {
             return Ok(());
         }
-        if !Self::iptables(&Self::masq_rule(net, "-C"))? {
+        if net.internal {
+            for (check, insert) in Self::isolation_rules(net, "-C")
+                .into_iter()
+                .zip(Self::isolation_rules(net, "-I"))
+            {
+                if !Self::iptables(&check)? {
+                    Self::iptables(&insert)?;
+                }
+            }
+        } else if !Self::iptables(&Self::masq_rule(net, "-C"))? {
             Self::iptables(&Self::masq_rule(net, "-A"))?;
         }
         done.insert(net.id.clone());
         Ok(())
     }
 
-    fn remove_masquerade(&self, net: &Network) {
-        self.masq
+    fn remove_firewall(&self, net: &Network) {
+        self.firewall
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&net.id);
-        for _ in 0..8 {
-            if !Self::iptables(&Self::masq_rule(net, "-D")).unwrap_or(false) {
-                break;
+        let mut rules = vec![Self::masq_rule(net, "-D")];
+        rules.extend(Self::isolation_rules(net, "-D"));
+        for r in &rules {
+            for _ in 0..8 {
+                if !Self::iptables(r).unwrap_or(false) {
+                    break;
+                }
             }
         }
     }
@@ -605,7 +665,7 @@ impl Manager {
                     "isGateway": true,
                     "isDefaultGateway": !net.internal,
                     // Masquerading is one rule per network that Berth owns (see
-                    // `ensure_masquerade`): per container it would cost iptables runs on
+                    // `ensure_firewall`): per container it would cost iptables runs on
                     // every start and stop, and leak when the namespace is gone at DEL.
                     "ipMasq": false,
                     "hairpinMode": true,
@@ -643,7 +703,7 @@ impl Manager {
     }
 
     fn remove_locked(&self, net: &Network) -> Result<(), Error> {
-        self.remove_masquerade(net);
+        self.remove_firewall(net);
         netns::delete_bridge(&net.bridge)
             .map_err(|e| Error::io("delete the bridge", Path::new(&net.bridge), e))?;
         let record = self.record_path(&net.name);
@@ -741,7 +801,7 @@ impl Manager {
             .filter(|a| a.container_id != container)
             .flat_map(|a| a.ports)
             .collect();
-        let ports = ports::resolve(&opts.ports, &others)?;
+        let (ports, held) = ports::resolve(&opts.ports, &others)?;
         let mut list = self.read_conflist(net);
         if ports.is_empty() {
             // Every plugin is a fork and exec of a Go binary: skip portmap when it has nothing
@@ -772,7 +832,7 @@ impl Manager {
             plugin_dirs: &self.cfg.plugin_dirs,
         };
         let result = cni::add_list(&inv, &list, &runtime)?;
-        if let Err(e) = self.ensure_masquerade(net) {
+        if let Err(e) = self.ensure_firewall(net) {
             let _ = cni::del_list(&inv, &list, Some(&result), &runtime);
             return Err(e);
         }
@@ -801,7 +861,40 @@ impl Manager {
             let _ = cni::del_list(&inv, &att.conflist, Some(&att.result), &att.runtime);
             return Err(Error::io("write", &p, e));
         }
+        if !held.is_empty() {
+            self.held_ports()
+                .insert((container.to_owned(), net.name.clone()), held);
+        }
         Ok(att)
+    }
+
+    fn held_ports(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, String), Vec<ports::Held>>>
+    {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hold the host ports of an attachment's published ports again (a restarted daemon, whose
+    /// predecessor's sockets died with it, for its running containers). A port some other
+    /// process took meanwhile is an error naming it; the others are held regardless.
+    pub fn hold_ports(&self, att: &Attachment) -> Result<(), Error> {
+        let mut held = Vec::new();
+        let mut first = None;
+        for p in &att.ports {
+            match ports::reserve(p, p.host_port) {
+                Ok((_, h)) => held.push(h),
+                Err(_) => {
+                    first.get_or_insert(Error::PortInUse {
+                        addr: ports::addr_of(p, p.host_port).to_string(),
+                        proto: p.protocol.clone(),
+                    });
+                }
+            }
+        }
+        self.held_ports()
+            .insert((att.container_id.clone(), att.network.clone()), held);
+        first.map_or(Ok(()), Err)
     }
 
     /// DEL `container` from `network` with the cached result; the cache entry goes only once
@@ -829,6 +922,9 @@ impl Manager {
             plugin_dirs: &self.cfg.plugin_dirs,
         };
         cni::del_list(&inv, &att.conflist, Some(&att.result), &att.runtime)?;
+        // The DNAT rules are gone: the host ports are free for others again.
+        self.held_ports()
+            .remove(&(container.to_owned(), network.to_owned()));
         std::fs::remove_file(&p).map_err(|e| Error::io("remove", &p, e))
     }
 
@@ -856,6 +952,17 @@ impl Manager {
             first.get_or_insert(e);
         }
         first.map_or(Ok(()), Err)
+    }
+}
+
+/// The local address the kernel would send from to reach `ip` (itself when `ip` is local):
+/// a route lookup by connecting a UDP socket, which sends nothing.
+fn source_toward(ip: Ipv4Addr) -> Option<Ipv4Addr> {
+    let s = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+    s.connect((ip, 9)).ok()?;
+    match s.local_addr().ok()?.ip() {
+        IpAddr::V4(a) if !a.is_unspecified() && !a.is_loopback() => Some(a),
+        _ => None,
     }
 }
 

@@ -82,7 +82,7 @@ pub fn parse_publish(spec: &str) -> Result<PortMapping, Error> {
     })
 }
 
-fn addr_of(p: &PortMapping, port: u16) -> SocketAddr {
+pub(crate) fn addr_of(p: &PortMapping, port: u16) -> SocketAddr {
     let ip = p
         .host_ip
         .parse::<IpAddr>()
@@ -90,15 +90,35 @@ fn addr_of(p: &PortMapping, port: u16) -> SocketAddr {
     SocketAddr::new(ip, port)
 }
 
-/// Bind the host address to test it is free (port 0: let the kernel pick one); the socket is
-/// closed again (the plugin's DNAT rules carry the traffic).
-fn probe(p: &PortMapping, port: u16) -> std::io::Result<u16> {
+/// A host port reserved for a published mapping while its container runs, as docker-proxy
+/// holds it: a socket bound to the host address (TCP: bound, not listening). It has neither
+/// `SO_REUSEADDR` nor `SO_REUSEPORT`, so any other bind of that port on the host fails with
+/// `EADDRINUSE` (a listening socket would also accept what the DNAT rules do not catch). The
+/// traffic itself goes through the portmap plugin's DNAT, which rewrites it before any local
+/// socket is looked up. Close-on-exec, so no plugin or shim inherits it.
+#[derive(Debug)]
+pub(crate) struct Held {
+    _fd: std::os::fd::OwnedFd,
+}
+
+/// Bind the host address of `p` (port 0: the kernel picks a free one) and keep the socket.
+pub(crate) fn reserve(p: &PortMapping, port: u16) -> std::io::Result<(u16, Held)> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
     let a = addr_of(p, port);
-    if p.protocol == "udp" {
-        Ok(std::net::UdpSocket::bind(a)?.local_addr()?.port())
+    let family = if a.is_ipv4() {
+        AddressFamily::INET
     } else {
-        Ok(std::net::TcpListener::bind(a)?.local_addr()?.port())
-    }
+        AddressFamily::INET6
+    };
+    let typ = if p.protocol == "udp" {
+        SocketType::DGRAM
+    } else {
+        SocketType::STREAM
+    };
+    let fd = rustix::net::socket_with(family, typ, SocketFlags::CLOEXEC, None)?;
+    rustix::net::bind(&fd, &a)?;
+    let got = SocketAddr::try_from(rustix::net::getsockname(&fd)?)?;
+    Ok((got.port(), Held { _fd: fd }))
 }
 
 fn clash(a: &PortMapping, b: &PortMapping) -> bool {
@@ -108,12 +128,14 @@ fn clash(a: &PortMapping, b: &PortMapping) -> bool {
 }
 
 /// Check every fixed host port is free (not bound on the host, not published by another
-/// container of this root) and give random ones a free port.
+/// container of this root) and give random ones a free port; every host port comes back
+/// reserved ([`Held`]) for as long as the caller keeps the sockets.
 pub(crate) fn resolve(
     wanted: &[PortMapping],
     others: &[PortMapping],
-) -> Result<Vec<PortMapping>, Error> {
+) -> Result<(Vec<PortMapping>, Vec<Held>), Error> {
     let mut out: Vec<PortMapping> = Vec::new();
+    let mut held = Vec::new();
     for w in wanted {
         let mut p = w.clone();
         let in_use = || Error::PortInUse {
@@ -122,7 +144,7 @@ pub(crate) fn resolve(
         };
         if p.host_port == 0 {
             for _ in 0..16 {
-                let got = probe(&p, 0).map_err(|e| Error::Invalid {
+                let (got, h) = reserve(&p, 0).map_err(|e| Error::Invalid {
                     what: "--publish",
                     value: format!("{}/{}", w.container_port, w.protocol),
                     reason: format!("cannot find a free host port: {e}"),
@@ -133,6 +155,7 @@ pub(crate) fn resolve(
                 };
                 if !others.iter().chain(&out).any(|o| clash(o, &cand)) {
                     p.host_port = got;
+                    held.push(h);
                     break;
                 }
             }
@@ -143,11 +166,12 @@ pub(crate) fn resolve(
             if others.iter().chain(&out).any(|o| clash(o, &p)) {
                 return Err(in_use());
             }
-            probe(&p, p.host_port).map_err(|_| in_use())?;
+            let (_, h) = reserve(&p, p.host_port).map_err(|_| in_use())?;
+            held.push(h);
         }
         out.push(p);
     }
-    Ok(out)
+    Ok((out, held))
 }
 
 #[cfg(test)]
@@ -190,6 +214,10 @@ mod tests {
         let port = l.local_addr().unwrap().port();
         let e = resolve(&[pm("127.0.0.1", port, 80, "tcp")], &[]).unwrap_err();
         assert!(e.to_string().contains("already in use"), "{e}");
+        assert!(
+            e.to_string().contains(&format!("127.0.0.1:{port}/tcp")),
+            "{e}"
+        );
         // Another container of this root publishing it is a clash too.
         drop(l);
         let e = resolve(&[pm("", port, 80, "tcp")], &[pm("", port, 81, "tcp")]).unwrap_err();
@@ -198,7 +226,33 @@ mod tests {
 
     #[test]
     fn random_ports_are_assigned() {
-        let got = resolve(&[pm("127.0.0.1", 0, 80, "tcp")], &[]).unwrap();
+        let (got, held) = resolve(&[pm("127.0.0.1", 0, 80, "tcp")], &[]).unwrap();
         assert_ne!(got[0].host_port, 0);
+        assert_eq!(held.len(), 1);
+    }
+
+    /// What holding a port relies on, checked on this kernel: a bound socket without
+    /// SO_REUSEADDR (TCP not even listening) makes every other bind of the port fail with
+    /// EADDRINUSE, also binds that set SO_REUSEADDR (std's TcpListener does) and binds of one
+    /// address when every address is held; dropping it frees the port.
+    #[test]
+    fn a_held_port_cannot_be_bound_by_anyone_else() {
+        let (port, held) = reserve(&pm("", 0, 80, "tcp"), 0).unwrap();
+        for addr in [format!("0.0.0.0:{port}"), format!("127.0.0.1:{port}")] {
+            let e = std::net::TcpListener::bind(&addr).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EADDRINUSE), "{addr}: {e}");
+        }
+        let e = reserve(&pm("127.0.0.1", 0, 80, "tcp"), port).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EADDRINUSE));
+        drop(held);
+        drop(std::net::TcpListener::bind(("0.0.0.0", port)).unwrap());
+
+        let (port, held) = reserve(&pm("127.0.0.1", 0, 53, "udp"), 0).unwrap();
+        let e = std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EADDRINUSE), "{e}");
+        let e = std::net::UdpSocket::bind(("0.0.0.0", port)).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EADDRINUSE), "{e}");
+        drop(held);
+        drop(std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap());
     }
 }

@@ -36,7 +36,7 @@ pub(crate) fn parse_extra_host(s: &str) -> Result<(String, IpAddr), Error> {
     let ip_str = ip.trim_start_matches('[').trim_end_matches(']');
     if ip_str == "host-gateway" {
         return Err(bad(
-            "host-gateway needs a bridge network, which Berth does not have yet".into(),
+            "host-gateway is resolved by berthd to the host's address; it reached the spec unresolved".into(),
         ));
     }
     let ip: IpAddr = ip_str
