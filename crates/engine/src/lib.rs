@@ -25,6 +25,7 @@ mod reaper;
 mod record;
 mod recover;
 mod service;
+mod standby;
 mod system;
 mod task;
 mod volumes;
@@ -169,6 +170,8 @@ pub(crate) struct Inner {
     net: berth_net::Manager,
     /// The name server of each user-defined network that has containers.
     dns: Mutex<HashMap<String, berth_net::dns::Responder>>,
+    /// A shim started ahead of need (`standby.rs`).
+    standby: standby::Slot,
 }
 
 impl Engine {
@@ -212,10 +215,12 @@ impl Engine {
             volumes: volumes::State::default(),
             net,
             dns: Mutex::new(HashMap::new()),
+            standby: standby::Slot::default(),
         }));
         recover::boot(&engine);
         engine.networks_reconcile();
         engine.volumes_reconcile();
+        engine.refill_standby();
         Ok(engine)
     }
 
@@ -295,6 +300,10 @@ impl Engine {
     /// The background deleter of removed containers' directories.
     pub(crate) fn reaper(&self) -> &reaper::Reaper {
         &self.0.reaper
+    }
+
+    pub(crate) fn standby_slot(&self) -> &standby::Slot {
+        &self.0.standby
     }
 }
 

@@ -85,7 +85,12 @@ impl Engine {
         blocking(move || e.volumes_mount(&c2)).await??;
         let res = match self.networks_attach_begin(c).await {
             Ok(net) => {
-                let res = blocking(move || berth_shim::spawn(&bin, &cfg)).await;
+                let standby = self.take_standby();
+                let res = blocking(move || match standby {
+                    Some(sb) => sb.spawn(&cfg),
+                    None => berth_shim::spawn(&bin, &cfg),
+                })
+                .await;
                 self.networks_attach_end(c, net, res).await
             }
             Err(st) => Err(st),

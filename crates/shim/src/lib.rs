@@ -133,7 +133,7 @@ mod proto;
 mod server;
 mod text;
 
-pub use client::{Client, Frame, Stream, connect, spawn};
+pub use client::{Client, Frame, Standby, Stream, connect, spawn};
 pub use error::{Error, Result};
 
 /// The largest frame a shim sends (the bound a reader of [`Client::wait_begin`]'s answer

@@ -256,3 +256,60 @@ fn a_created_init_holds_only_its_stdio_and_the_exec_fifo() {
     c.start().unwrap();
     assert_eq!(c.wait().unwrap().code, 0);
 }
+
+/// A standby shim (started before its container is known) runs the container it is handed;
+/// one that is never used exits as soon as its owner drops it, leaving no process behind.
+#[test]
+fn a_standby_shim_takes_a_container_and_an_unused_one_exits() {
+    let mut fx = Fixture::new(&["sh", "-c", "echo from-standby"]);
+    let cfg = fx.config(false, false);
+    let sb = berth_shim::Standby::start(&shim_bin()).expect("start a standby shim");
+    let c = sb
+        .spawn(&cfg)
+        .expect("hand the container to the standby shim");
+    assert_eq!(c.state().unwrap().status, Status::Created);
+    c.start().unwrap();
+    assert_eq!(c.wait().unwrap().code, 0);
+    fx.client = Some(c);
+    assert_eq!(
+        fx.log_entries(),
+        vec![("stdout".to_string(), "from-standby\n".to_string())]
+    );
+
+    let standby_pids = || -> Vec<i32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                    c.split(|&b| b == 0).any(|a| a == b"--standby")
+                        && c.split(|&b| b == 0)
+                            .next()
+                            .is_some_and(|a| a == shim_bin().as_os_str().as_encoded_bytes())
+                })
+            })
+            .collect()
+    };
+    let before = standby_pids();
+    let unused = berth_shim::Standby::start(&shim_bin()).expect("start a standby shim");
+    let new: Vec<i32> = standby_pids()
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert_eq!(new.len(), 1, "one new standby shim: {new:?}");
+    drop(unused);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{}", new[0])).exists() {
+        // Zombies count as gone: the shim is not our child, init reaps it.
+        let state = std::fs::read_to_string(format!("/proc/{}/stat", new[0])).unwrap_or_default();
+        if state.split(") ").nth(1).is_some_and(|s| s.starts_with('Z')) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the unused standby shim {} is still running",
+            new[0]
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}

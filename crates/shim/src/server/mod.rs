@@ -155,7 +155,35 @@ impl Report {
 
 /// Entry point of `berth-shim shim ...`; returns the exit code.
 pub(crate) fn main(args: &[OsString]) -> i32 {
-    let cfg = match parse_args(args) {
+    let received;
+    let args = if args.iter().any(|a| a == "--standby") {
+        // A standby shim (`client::Standby`): detach now, then wait for the container's
+        // arguments on stdin; end-of-file without any means it is not needed.
+        if args.iter().any(|a| a == "--daemonize") {
+            if let Err(e) = daemonize() {
+                eprintln!("berth-shim: {e}");
+                return 1;
+            }
+        }
+        received = match read_standby_args() {
+            Ok(Some(more)) => more,
+            Ok(None) => return 0,
+            Err(e) => {
+                eprintln!("berth-shim: {e}");
+                return 1;
+            }
+        };
+        let mut all: Vec<OsString> = args
+            .iter()
+            .filter(|a| *a != "--standby" && *a != "--daemonize")
+            .cloned()
+            .collect();
+        all.extend(received);
+        all
+    } else {
+        args.to_vec()
+    };
+    let cfg = match parse_args(&args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("berth-shim: {e}");
@@ -190,6 +218,29 @@ pub(crate) fn main(args: &[OsString]) -> i32 {
             1
         }
     }
+}
+
+/// A standby shim's arguments: NUL-terminated strings on stdin until end-of-file (`None` if
+/// there are none). Stdin is pointed at /dev/null afterwards.
+fn read_standby_args() -> Result<Option<Vec<OsString>>, String> {
+    use std::os::unix::ffi::OsStringExt;
+    let mut buf = Vec::new();
+    io::stdin()
+        .lock()
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("read the arguments on stdin: {e}"))?;
+    if let Ok(null) = rustix::fs::open("/dev/null", OFlags::RDONLY, Mode::empty()) {
+        let _ = rustix::stdio::dup2_stdin(&null);
+    }
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        buf.split(|&b| b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| OsString::from_vec(a.to_vec()))
+            .collect(),
+    ))
 }
 
 /// Fork; the parent exits at once and the child, no longer its spawner's child, starts a
