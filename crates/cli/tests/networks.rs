@@ -909,16 +909,6 @@ fn an_internal_network_is_isolated_from_other_networks() {
         &fetch_script(&format!("http://{ia_ip}/")),
     ]);
     assert!(out.contains("inside"), "{out}");
-    // Control: the host forwards between ordinary networks.
-    let out = b.ok(&[
-        "run",
-        "--rm",
-        "busybox",
-        "sh",
-        "-c",
-        &fetch_script(&format!("http://{ob_ip}/")),
-    ]);
-    assert!(out.contains("outside"), "{out}");
     // Into the internal network from another one: dropped.
     // (busybox's `wget -T` crashes: `timeout` bounds it; 143 = killed, i.e. no answer at all.)
     let into = b.ok(&[
@@ -957,8 +947,16 @@ fn an_internal_network_is_isolated_from_other_networks() {
         text.contains("rc=143") && !text.contains("outside"),
         "{text}"
     );
-    // Control: it is the isolation rules that drop it. Without them the same request passes.
-    for rule in &mine {
+    // Control: it is the isolation rules that drop it. Without them (and without onet's own
+    // isolation from other networks, which drops its side of the exchange too) the same
+    // request passes.
+    let onet_jump: Vec<String> = sh("iptables-save -t filter")
+        .lines()
+        .filter(|l| l.starts_with(&format!("-A FORWARD -i {obr} ")) && l.contains("BERTH-ISO-"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(onet_jump.len(), 1, "onet's isolation jump: {onet_jump:?}");
+    for rule in mine.iter().chain(&onet_jump) {
         let del = rule.replacen("-A ", "-D ", 1);
         let out = Command::new("sh")
             .arg("-c")
@@ -998,4 +996,83 @@ fn an_internal_network_is_isolated_from_other_networks() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert_no_leftovers(&b, &[br2], &[], &[]);
+}
+
+/// Like Docker's user-defined bridge networks, ordinary networks are isolated from each other
+/// (and from the default bridge): a container reaches another only over a network they share.
+#[test]
+fn ordinary_networks_are_isolated_from_each_other() {
+    let b = berth();
+    b.ok(&["network", "create", "n1"]);
+    b.ok(&["network", "create", "n2"]);
+    let (br1, br2) = (bridge_of(&b, "n1"), bridge_of(&b, "n2"));
+    let (s1, s2) = (subnet_of(&b, "n1"), subnet_of(&b, "n2"));
+    let id1 = b
+        .ok(&["network", "inspect", "-f", "{{.Id}}", "n1"])
+        .trim()
+        .to_owned();
+    let a1 = run_httpd(&b, &["--name", "a1", "--network", "n1"], "on-n1");
+    let ip = inspect(&b, "a1", "{{.NetworkSettings.Networks.n1.IPAddress}}");
+    // Over the network they share: reachable.
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "n1",
+        "busybox",
+        "sh",
+        "-c",
+        &fetch_script(&format!("http://{ip}/")),
+    ]);
+    assert!(out.contains("on-n1"), "{out}");
+    // From another network, and from the default bridge: dropped.
+    // (busybox's `wget -T` crashes: `timeout` bounds it; 143 = killed, i.e. no answer at all.)
+    for net in ["n2", "bridge"] {
+        let out = b.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            net,
+            "busybox",
+            "sh",
+            "-c",
+            &format!("timeout 3 wget -qO- http://{ip}/; echo rc=$?"),
+        ]);
+        assert!(
+            out.contains("rc=143") && !out.contains("on-n1"),
+            "from {net}: {out}"
+        );
+    }
+    // A container on n2 that joins n1 too reaches it.
+    let c2 = b
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "c2",
+            "--network",
+            "n2",
+            "busybox",
+            "sleep",
+            "60",
+        ])
+        .trim()
+        .to_owned();
+    b.ok(&["network", "connect", "n1", "c2"]);
+    let out = b.ok(&[
+        "exec",
+        "c2",
+        "sh",
+        "-c",
+        &fetch_script(&format!("http://{ip}/")),
+    ]);
+    assert!(out.contains("on-n1"), "{out}");
+    // The isolation chain lives as long as its network.
+    let chain = format!(":BERTH-ISO-{} ", &id1[..12]);
+    assert!(sh("iptables-save -t filter").contains(&chain));
+    b.ok(&["rm", "-f", &a1, &c2]);
+    b.ok(&["network", "rm", "n1", "n2"]);
+    let rules = sh("iptables-save -t filter");
+    assert!(!rules.contains(&chain), "{rules}");
+    assert_no_leftovers(&b, &[br1, br2], &[s1, s2], &[a1, c2]);
 }

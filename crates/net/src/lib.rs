@@ -593,6 +593,66 @@ impl Manager {
         [rule(true), rule(false)]
     }
 
+    /// The chain isolating an ordinary network from the others (Docker isolates user-defined
+    /// bridge networks from each other): `FORWARD` jumps there for what enters from the
+    /// network's bridge; it returns for the bridge itself and drops whatever would go to
+    /// another Berth bridge (`berth*`, `br-*`, the latter also Docker's).
+    fn iso_chain(net: &Network) -> String {
+        format!("BERTH-ISO-{}", &net.id[..12])
+    }
+
+    fn iso_jump(net: &Network, op: &str) -> Vec<String> {
+        let comment = format!("berth network {} {} isolation", net.name, &net.id[..12]);
+        let chain = Self::iso_chain(net);
+        [
+            "-w",
+            op,
+            "FORWARD",
+            "-i",
+            &net.bridge,
+            "-m",
+            "comment",
+            "--comment",
+            &comment,
+            "-j",
+            &chain,
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+    }
+
+    /// Create (or refill) the isolation chain, then jump to it from the top of `FORWARD`.
+    fn ensure_isolation(net: &Network) -> Result<(), Error> {
+        let chain = Self::iso_chain(net);
+        let rule = |args: &[&str]| -> Vec<String> {
+            let mut v = vec!["-w".to_owned()];
+            v.extend(args.iter().map(|s| (*s).to_owned()));
+            v
+        };
+        // `-N` fails when the chain exists (a daemon restart): flush and refill it then.
+        Self::iptables(&rule(&["-N", &chain]))?;
+        Self::iptables(&rule(&["-F", &chain]))?;
+        Self::iptables(&rule(&["-A", &chain, "-o", &net.bridge, "-j", "RETURN"]))?;
+        Self::iptables(&rule(&["-A", &chain, "-o", "berth+", "-j", "DROP"]))?;
+        Self::iptables(&rule(&["-A", &chain, "-o", "br-+", "-j", "DROP"]))?;
+        if !Self::iptables(&Self::iso_jump(net, "-C"))? {
+            Self::iptables(&Self::iso_jump(net, "-I"))?;
+        }
+        Ok(())
+    }
+
+    fn remove_isolation(net: &Network) {
+        for _ in 0..8 {
+            if !Self::iptables(&Self::iso_jump(net, "-D")).unwrap_or(false) {
+                break;
+            }
+        }
+        let chain = Self::iso_chain(net);
+        let _ = Self::iptables(&["-w".into(), "-F".into(), chain.clone()]);
+        let _ = Self::iptables(&["-w".into(), "-X".into(), chain]);
+    }
+
     fn iptables(args: &[String]) -> Result<bool, Error> {
         let out = std::process::Command::new("iptables")
             .args(args)
@@ -608,8 +668,8 @@ impl Manager {
         Ok(out.status.success())
     }
 
-    /// Put the network's firewall rules in place once: its masquerade rule, or for an
-    /// internal network (no masquerading) its isolation rules. Made when an internal network is
+    /// Put the network's firewall rules in place once: its masquerade rule and its isolation
+    /// from other networks, or for an internal network (no masquerading) its isolation rules. Made when an internal network is
     /// created and checked again on each first use by this daemon (a host reboot drops them).
     pub fn ensure_firewall(&self, net: &Network) -> Result<(), Error> {
         let mut done = self.firewall.lock().unwrap_or_else(|p| p.into_inner());
@@ -625,8 +685,11 @@ impl Manager {
                     Self::iptables(&insert)?;
                 }
             }
-        } else if !Self::iptables(&Self::masq_rule(net, "-C"))? {
-            Self::iptables(&Self::masq_rule(net, "-A"))?;
+        } else {
+            if !Self::iptables(&Self::masq_rule(net, "-C"))? {
+                Self::iptables(&Self::masq_rule(net, "-A"))?;
+            }
+            Self::ensure_isolation(net)?;
         }
         done.insert(net.id.clone());
         Ok(())
@@ -646,6 +709,7 @@ impl Manager {
                 }
             }
         }
+        Self::remove_isolation(net);
     }
 
     /// The conflist Berth owns for a network.

@@ -123,7 +123,7 @@ pub struct Request {
     /// never has to be migrated there. Ignored when a setup helper is needed.
     pub cgroup2: Option<RawFd>,
     /// Let the child become the init without re-executing our binary, when that is safe (see
-    /// [`inline_is_safe`]). Only for callers that know they are single-threaded.
+    /// `inline_is_safe` in this module). Only for callers that know they are single-threaded.
     pub inline_init: bool,
 }
 
