@@ -52,6 +52,13 @@ pub fn config_from(o: &crate::ContainerOpts) -> Result<ContainerConfig, Failure>
         .args
         .split_first()
         .ok_or_else(|| bad("\"run\" requires at least 1 argument: IMAGE [COMMAND] [ARG...]"))?;
+    // The positional list takes hyphen values so the command's own flags pass through, which
+    // would also make an unknown flag before the image look like the image.
+    if image.starts_with('-') {
+        return Err(bad(format!(
+            "unknown flag: {image} (see 'berth run --help'; options go before the image)"
+        )));
+    }
     if o.rm
         && o.restart
             .as_deref()

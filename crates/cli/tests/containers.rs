@@ -829,6 +829,10 @@ fn bad_input_exits_125_with_one_line() {
     let (_, err) = b.exits(125, &["run", "--memory", "12x", "busybox", "true"]);
     one_line(&err);
     assert!(err.contains("--memory"), "{err}");
+    // An unknown flag is named as one, not taken for the image (nothing is pulled).
+    let (_, err) = b.exits(125, &["run", "--no-such-flag", "busybox", "true"]);
+    one_line(&err);
+    assert!(err.contains("unknown flag: --no-such-flag"), "{err}");
     // Nothing half-created.
     assert_eq!(
         b.ok(&["ps", "-aq", "--filter", "status=created"])
