@@ -1,4 +1,5 @@
-//! The container's init, after it has re-executed itself (see `spawn`): namespaces that need
+//! The container's init, after it has re-executed itself or, inline, right after the clone
+//! (see `spawn`): namespaces that need
 //! a process of their own, the root filesystem, hooks, terminal, credentials; then it waits to be
 //! started and becomes the user's program.
 

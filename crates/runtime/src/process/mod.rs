@@ -3,7 +3,8 @@
 //! (`finalize`).
 //!
 //! A binary that uses this crate in-process must call [`entrypoint`] first thing in `main`:
-//! children re-execute the current binary, which then becomes the init.
+//! children re-execute the current binary, which then becomes the init (except an inline init,
+//! see `spawn`, which becomes the init without an exec).
 
 pub mod channel;
 mod exec;

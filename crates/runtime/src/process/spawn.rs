@@ -10,9 +10,13 @@
 //! - Between `clone` and `execveat` the child runs only raw system calls on buffers prepared
 //!   before the clone: no allocation, no locks, no panics. That makes spawning safe even from a
 //!   multi-threaded caller, and keeps the window where the child shares our memory tiny.
-//! - The child always re-executes berth-runtime from [`SealedExe`], a read-only detached mount
-//!   of our own binary (or a sealed memfd copy), so no process in the container ever has the
-//!   host's writable binary as its `/proc/self/exe` (CVE-2019-5736).
+//! - The child re-executes berth-runtime from [`SealedExe`], a read-only detached mount of our
+//!   own binary (or a sealed memfd copy), so no process in the container ever has the host's
+//!   writable binary as its `/proc/self/exe` (CVE-2019-5736). The one exception is an
+//!   *inline* init ([`Request::inline_init`]): only for a single-threaded caller (so the child
+//!   may allocate) and a child that is the first process of a new pid namespace (so no other
+//!   process of the container exists to open its `/proc/PID/exe` before it execs the user's
+//!   program); it closes every fd it was not given and becomes the init without an exec.
 //! - The user namespace is created in the same `clone` as the others, so it owns them; its maps
 //!   are written by the parent before the child executes anything.
 
