@@ -278,9 +278,11 @@ fn run(args: Args) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         // Blocking work is shim calls and file I/O on a 2-core class machine: more threads
-        // than this only queue in the kernel, and each costs a stack while it lives.
+        // than this only queue in the kernel, and each costs a stack while it lives. Idle
+        // ones go after half a second: after a burst of starts, 32 stacks kept for 5 s were
+        // ~3 MiB of berthd's resident set (measured: 24.1 -> 21.2 MiB with 500 running).
         .max_blocking_threads(32)
-        .thread_keep_alive(Duration::from_secs(5))
+        .thread_keep_alive(Duration::from_millis(500))
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
