@@ -946,3 +946,118 @@ fn the_daemon_is_started_once_and_serves_several_clients() {
     let err = b.fails(&["-H", "unix:///proc/no/such.sock", "ps"]);
     one_line(&err);
 }
+
+/// A `--rm` container's writable layer is a `volatile` overlay (it does not outlive a host
+/// crash, so nothing of it is synced); a container that is kept gets a durable one.
+#[test]
+fn an_rm_container_gets_a_volatile_overlay_and_a_kept_one_does_not() {
+    let b = berth();
+    let root_mount = |out: &str| -> String {
+        out.lines()
+            .find(|l| l.split(' ').nth(4) == Some("/"))
+            .unwrap_or_else(|| panic!("no root mount in:\n{out}"))
+            .to_owned()
+    };
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "busybox",
+        "cat",
+        "/proc/self/mountinfo",
+    ]);
+    let root = root_mount(&out);
+    assert!(
+        root.contains(" - overlay ") && root.contains("volatile"),
+        "{root}"
+    );
+    let out = b.ok(&[
+        "run",
+        "--name",
+        "kept",
+        "--network",
+        "none",
+        "busybox",
+        "cat",
+        "/proc/self/mountinfo",
+    ]);
+    let root = root_mount(&out);
+    assert!(
+        root.contains(" - overlay ") && !root.contains("volatile"),
+        "{root}"
+    );
+    b.ok(&["rm", "kept"]);
+}
+
+/// The host stops under a running `--rm` container (simulated: berthd, the shim and the
+/// container killed, the root file system unmounted as a reboot would leave it). The next
+/// berthd removes the container, as its exit would have, and never mounts its volatile
+/// writable layer again.
+#[test]
+fn an_rm_container_whose_host_stopped_is_removed_at_boot() {
+    let b = berth();
+    let id = b
+        .ok(&[
+            "run",
+            "-d",
+            "--rm",
+            "--network",
+            "none",
+            "busybox",
+            "sleep",
+            "600",
+        ])
+        .trim()
+        .to_owned();
+    let pid: i32 = b
+        .ok(&["inspect", "-f", "{{.State.Pid}}", &id])
+        .trim()
+        .parse()
+        .unwrap();
+    let bundle = b.state().join("shims").join(&id);
+    let shim: i32 = std::fs::read_to_string(bundle.join("shim.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let daemon = b.daemon_pid().expect("berthd runs");
+    for p in [daemon, shim, pid] {
+        // SAFETY: kill(2) of this test's own berthd, shim and container.
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
+    let gone = |p: i32| {
+        std::fs::read_to_string(format!("/proc/{p}/stat")).map_or(true, |s| {
+            s.split(") ").nth(1).is_some_and(|r| r.starts_with('Z'))
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(gone(daemon) && gone(shim) && gone(pid)) {
+        assert!(Instant::now() < deadline, "the processes did not die");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let rootfs = bundle.join("rootfs");
+    let out = std::process::Command::new("umount")
+        .arg(&rootfs)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "umount: {out:?}");
+
+    // The next command starts a berthd, whose boot removes the container.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let all = b.ok(&["ps", "-aq", "--no-trunc"]);
+        if !all.contains(&id) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the --rm container is still listed: {}",
+            b.ok(&["ps", "-a"])
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!bundle.exists(), "its bundle is left");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&id[..12]), "a mount of it is left");
+}

@@ -210,7 +210,7 @@ impl Engine {
                 ))
             })?;
         undo.snapshot = true;
-        berth_store::mount(&mounts, &rootfs).map_err(|e| {
+        mount_rootfs(mounts, &rootfs, cfg.auto_remove).map_err(|e| {
             RpcStatus::internal(format!(
                 "cannot mount the root filesystem of container {name}: {}",
                 err_chain(&e)
@@ -444,6 +444,33 @@ impl Drop for Undo<'_> {
             }
         }
     }
+}
+
+/// Mount a container's root filesystem. A `--rm` container does not outlive a host crash, so
+/// its writable layer needs no durability: its overlay is mounted `volatile` (podman does the
+/// same for `--rm`), which spares every sync of the host filesystem the overlay would otherwise
+/// do, the one in its unmount included (about 0.5 ms of `run --rm`). Kernels without the
+/// option (before 5.10) get a plain mount.
+fn mount_rootfs(
+    mut mounts: Vec<berth_store::Mount>,
+    rootfs: &Path,
+    auto_remove: bool,
+) -> Result<(), berth_store::Error> {
+    let overlay = |m: &berth_store::Mount| m.typ == "overlay";
+    if !auto_remove || !mounts.iter().any(overlay) {
+        return berth_store::mount(&mounts, rootfs);
+    }
+    let plain = mounts.clone();
+    for m in mounts.iter_mut().filter(|m| overlay(m)) {
+        m.options.push("volatile".into());
+    }
+    berth_store::mount(&mounts, rootfs).or_else(|e| {
+        tracing::debug!(
+            "volatile overlay refused ({}); mounting it plain",
+            err_chain(&e)
+        );
+        berth_store::mount(&plain, rootfs)
+    })
 }
 
 #[cfg(test)]

@@ -148,6 +148,17 @@ fn ensure_mounted(e: &Engine, ns: &str, id: &str, bundle: &Path) -> Result<(), S
         .snapshots
         .mounts(ns, id)
         .map_err(|err| err_chain(&err))?;
+    // A `--rm` container's overlay is mounted `volatile` (`create.rs`); if the host stopped
+    // while it was mounted, the kernel marks the work directory and refuses it from then on,
+    // and rightly so: nothing was ever synced.
+    for m in mounts.iter().filter(|m| m.typ == "overlay") {
+        let work = m.options.iter().find_map(|o| o.strip_prefix("workdir="));
+        if work.is_some_and(|w| Path::new(w).join("work/incompat/volatile").exists()) {
+            return Err(format!(
+                "the writable layer of container {id} was mounted volatile (--rm) when the host stopped, so its content cannot be trusted; remove the container"
+            ));
+        }
+    }
     berth_store::mount(&mounts, &rootfs).map_err(|err| err_chain(&err))?;
     let cfg = bundle.join("config.json");
     if !cfg.exists() {
@@ -170,6 +181,19 @@ fn adopt(e: &Engine, rec: Record) -> Option<Arc<Container>> {
     }
     let bundle = e.bundle_dir(&id);
     if let Err(err) = ensure_mounted(e, &ns, &id, &bundle) {
+        if c.lock().rec.config().auto_remove {
+            // A `--rm` container whose volatile root filesystem went with the host: it is
+            // removed, as its exit would have removed it.
+            tracing::info!("container {id} (--rm): removed at boot: {err}");
+            let (e2, c2) = (e.clone(), c.clone());
+            tokio::spawn(async move {
+                if e2.remove(&c2, true).await.is_ok() {
+                    let points = c2.lock().rec.mount_points.clone();
+                    e2.remove_anonymous_volumes(&c2.ns, &points);
+                }
+            });
+            return None;
+        }
         tracing::error!("container {id}: cannot mount its root filesystem: {err}");
         let mut m = c.lock();
         m.rec.status = Status::Dead;
