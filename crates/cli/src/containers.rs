@@ -1237,17 +1237,8 @@ pub async fn prune(c: &Client, a: ForceArgs) -> CliResult {
         .prune(c.req(PruneContainersRequest {}))
         .await?
         .into_inner();
-    if !r.deleted.is_empty() {
-        println!("Deleted Containers:");
-        for d in &r.deleted {
-            println!("{d}");
-        }
-        println!();
-    }
-    println!(
-        "Total reclaimed space: {}",
-        human_size(u64::try_from(r.space_reclaimed).unwrap_or(0))
-    );
+    crate::output::print_deleted("Containers", &r.deleted);
+    crate::output::print_reclaimed(r.space_reclaimed);
     Ok(())
 }
 

@@ -305,10 +305,7 @@ pub async fn prune(c: &Client, a: &PruneArgs) -> CliResult {
         }
         println!();
     }
-    println!(
-        "Total reclaimed space: {}",
-        human_size(u64::try_from(r.space_reclaimed).unwrap_or(0))
-    );
+    crate::output::print_reclaimed(r.space_reclaimed);
     Ok(())
 }
 

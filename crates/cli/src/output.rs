@@ -13,6 +13,27 @@ pub fn init_debug_log() {
         .init();
 }
 
+/// A prune's list as Docker prints it: `Deleted KIND:`, one id per line, a blank line; nothing
+/// when the list is empty.
+pub fn print_deleted(kind: &str, ids: &[String]) {
+    if ids.is_empty() {
+        return;
+    }
+    println!("Deleted {kind}:");
+    for d in ids {
+        println!("{d}");
+    }
+    println!();
+}
+
+/// A prune's last line.
+pub fn print_reclaimed(bytes: i64) {
+    println!(
+        "Total reclaimed space: {}",
+        human_size(u64::try_from(bytes).unwrap_or(0))
+    );
+}
+
 /// go-units' HumanSizeWithPrecision(size, 3): decimal units, three significant digits.
 pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];

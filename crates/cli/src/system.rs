@@ -250,31 +250,10 @@ pub async fn prune(c: &Client, sa: SystemPruneArgs) -> CliResult {
         }))
         .await?
         .into_inner();
-    if !r.containers_deleted.is_empty() {
-        println!("Deleted Containers:");
-        for d in &r.containers_deleted {
-            println!("{d}");
-        }
-        println!();
-    }
-    if !r.volumes_deleted.is_empty() {
-        println!("Deleted Volumes:");
-        for d in &r.volumes_deleted {
-            println!("{d}");
-        }
-        println!();
-    }
-    if !r.images_deleted.is_empty() {
-        println!("Deleted Images:");
-        for d in &r.images_deleted {
-            println!("{d}");
-        }
-        println!();
-    }
-    println!(
-        "Total reclaimed space: {}",
-        human_size(u64::try_from(r.space_reclaimed).unwrap_or(0))
-    );
+    crate::output::print_deleted("Containers", &r.containers_deleted);
+    crate::output::print_deleted("Volumes", &r.volumes_deleted);
+    crate::output::print_deleted("Images", &r.images_deleted);
+    crate::output::print_reclaimed(r.space_reclaimed);
     Ok(())
 }
 

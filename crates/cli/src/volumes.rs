@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::client::Client;
 use crate::containers::print_formatted;
-use crate::output::{self, human_size};
+use crate::output;
 use crate::template::{self, Template};
 use crate::{CliResult, Failure};
 
@@ -266,16 +266,7 @@ async fn prune(c: &Client, a: PruneArgs) -> CliResult {
         }))
         .await?
         .into_inner();
-    if !r.deleted.is_empty() {
-        println!("Deleted Volumes:");
-        for d in &r.deleted {
-            println!("{d}");
-        }
-        println!();
-    }
-    println!(
-        "Total reclaimed space: {}",
-        human_size(u64::try_from(r.space_reclaimed).unwrap_or(0))
-    );
+    crate::output::print_deleted("Volumes", &r.deleted);
+    crate::output::print_reclaimed(r.space_reclaimed);
     Ok(())
 }
