@@ -50,7 +50,7 @@ impl Engine {
         let e = self.clone();
         let started = tokio::runtime::Handle::try_current().map(|h| {
             h.spawn_blocking(move || {
-                let sb = Standby::start(&e.config().shim_binary);
+                let sb = Standby::start(&e.config().shim_binary, &e.config().state.join("shims"));
                 if let Err(err) = &sb {
                     tracing::debug!("no standby shim: {err}");
                 }

@@ -134,7 +134,14 @@ impl Env {
         let root = self.root.to_string_lossy().into_owned();
         let mounts: Vec<String> = berth_testutil::host::mounts_containing(&root);
         assert!(mounts.is_empty(), "mounts left: {mounts:?}");
-        let shims = berth_testutil::host::processes_with(&format!("{root}/run/shims"));
+        // The daemon's idle standby shim (`berth-standby`) is not a leftover.
+        let shims: Vec<u32> = berth_testutil::host::processes_with(&format!("{root}/run/shims"))
+            .into_iter()
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|c| c.trim() != "berth-standby")
+            })
+            .collect();
         assert!(shims.is_empty(), "processes left: {shims:?}");
         for id in ids {
             let cg = berth_testutil::host::cgroup_dirs_named(id);

@@ -27,6 +27,10 @@ pub fn spawn(shim_bin: &Path, cfg: &ShimConfig) -> Result<Client> {
 /// its container's arguments from a pipe. Handing it a container ([`Standby::spawn`]) skips
 /// the spawn, exec and start-up of a fresh shim (about 1.5 ms) on the container's start path.
 /// Dropping it closes the pipe: the waiting shim reads end-of-file and exits.
+///
+/// Its command line names the directory of the shims it is for (`--standby DIR`), so the
+/// shims of one state directory can be found with `ps` or `/proc` like fresh ones; while it
+/// waits its process name (`comm`) is `berth-standby`, and `berth-shim` once it has a container.
 #[derive(Debug)]
 pub struct Standby {
     bin: PathBuf,
@@ -35,12 +39,15 @@ pub struct Standby {
 }
 
 impl Standby {
-    /// Start a shim that waits for its arguments.
-    pub fn start(shim_bin: &Path) -> Result<Standby> {
+    /// Start a shim that waits for its arguments; `shims_dir` is the directory its
+    /// container's bundle will be in (it is only shown on the command line).
+    pub fn start(shim_bin: &Path, shims_dir: &Path) -> Result<Standby> {
         let (report, report_w) = pipe("the shim's report pipe")?;
         let (args_r, args) = pipe("the shim's argument pipe")?;
         let mut cmd = Command::new(shim_bin);
-        cmd.args(["shim", "--standby", "--report-fd", "1", "--daemonize"])
+        cmd.args(["shim", "--standby"])
+            .arg(shims_dir)
+            .args(["--report-fd", "1", "--daemonize"])
             .current_dir("/")
             .stdin(Stdio::from(args_r))
             .stdout(Stdio::from(report_w))

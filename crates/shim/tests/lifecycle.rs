@@ -263,11 +263,17 @@ fn a_created_init_holds_only_its_stdio_and_the_exec_fifo() {
 fn a_standby_shim_takes_a_container_and_an_unused_one_exits() {
     let mut fx = Fixture::new(&["sh", "-c", "echo from-standby"]);
     let cfg = fx.config(false, false);
-    let sb = berth_shim::Standby::start(&shim_bin()).expect("start a standby shim");
+    let dir = cfg.bundle.parent().unwrap().to_path_buf();
+    let sb = berth_shim::Standby::start(&shim_bin(), &dir).expect("start a standby shim");
     let c = sb
         .spawn(&cfg)
         .expect("hand the container to the standby shim");
     assert_eq!(c.state().unwrap().status, Status::Created);
+    // Once it has a container it is named like any shim, and its command line still names
+    // the directory it serves.
+    let shim_pid = c.shim_pid().unwrap();
+    assert_eq!(comm(shim_pid), "berth-shim");
+    assert!(cmdline_has(shim_pid, dir.as_os_str().as_encoded_bytes()));
     c.start().unwrap();
     assert_eq!(c.wait().unwrap().code, 0);
     fx.client = Some(c);
@@ -281,22 +287,19 @@ fn a_standby_shim_takes_a_container_and_an_unused_one_exits() {
             .unwrap()
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
             .filter(|pid| {
-                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-                    c.split(|&b| b == 0).any(|a| a == b"--standby")
-                        && c.split(|&b| b == 0)
-                            .next()
-                            .is_some_and(|a| a == shim_bin().as_os_str().as_encoded_bytes())
-                })
+                cmdline_has(*pid, b"--standby")
+                    && cmdline_has(*pid, dir.as_os_str().as_encoded_bytes())
             })
             .collect()
     };
     let before = standby_pids();
-    let unused = berth_shim::Standby::start(&shim_bin()).expect("start a standby shim");
+    let unused = berth_shim::Standby::start(&shim_bin(), &dir).expect("start a standby shim");
     let new: Vec<i32> = standby_pids()
         .into_iter()
         .filter(|p| !before.contains(p))
         .collect();
     assert_eq!(new.len(), 1, "one new standby shim: {new:?}");
+    assert_eq!(comm(new[0]), "berth-standby");
     drop(unused);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while std::path::Path::new(&format!("/proc/{}", new[0])).exists() {
@@ -312,4 +315,18 @@ fn a_standby_shim_takes_a_container_and_an_unused_one_exits() {
         );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+}
+
+/// A process's name as `/proc/PID/comm` shows it.
+fn comm(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+/// Whether one of a process's arguments is exactly `arg`.
+fn cmdline_has(pid: i32, arg: &[u8]) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == arg))
 }

@@ -165,6 +165,7 @@ pub(crate) fn main(args: &[OsString]) -> i32 {
                 return 1;
             }
         }
+        set_process_name(c"berth-standby");
         received = match read_standby_args() {
             Ok(Some(more)) => more,
             Ok(None) => return 0,
@@ -173,11 +174,19 @@ pub(crate) fn main(args: &[OsString]) -> i32 {
                 return 1;
             }
         };
-        let mut all: Vec<OsString> = args
-            .iter()
-            .filter(|a| *a != "--standby" && *a != "--daemonize")
-            .cloned()
-            .collect();
+        set_process_name(c"berth-shim");
+        let mut all: Vec<OsString> = Vec::with_capacity(args.len() + received.len());
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            match a.to_str() {
+                // `--standby DIR`: DIR only tells `ps` whose shim this is.
+                Some("--standby") => {
+                    it.next();
+                }
+                Some("--daemonize") => {}
+                _ => all.push(a.clone()),
+            }
+        }
         all.extend(received);
         all
     } else {
@@ -218,6 +227,11 @@ pub(crate) fn main(args: &[OsString]) -> i32 {
             1
         }
     }
+}
+
+/// Set this process's name (`comm`, as `ps` and `/proc/PID/comm` show it); best effort.
+fn set_process_name(name: &std::ffi::CStr) {
+    let _ = rustix::thread::set_name(name);
 }
 
 /// A standby shim's arguments: NUL-terminated strings on stdin until end-of-file (`None` if
