@@ -158,14 +158,15 @@ pub(crate) fn main(args: &[OsString]) -> i32 {
     let received;
     let args = if args.iter().any(|a| a == "--standby") {
         // A standby shim (`client::Standby`): detach now, then wait for the container's
-        // arguments on stdin; end-of-file without any means it is not needed.
+        // arguments on stdin; end-of-file without any means it is not needed. Named before
+        // the fork, so the detached process has the name by the time its spawner returns.
+        set_process_name(c"berth-standby");
         if args.iter().any(|a| a == "--daemonize") {
             if let Err(e) = daemonize() {
                 eprintln!("berth-shim: {e}");
                 return 1;
             }
         }
-        set_process_name(c"berth-standby");
         received = match read_standby_args() {
             Ok(Some(more)) => more,
             Ok(None) => return 0,
