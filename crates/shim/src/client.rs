@@ -76,29 +76,14 @@ fn pipe(what: &str) -> Result<(OwnedFd, OwnedFd)> {
 }
 
 fn spawn_via(standby: Option<Standby>, shim_bin: &Path, cfg: &ShimConfig) -> Result<Client> {
-    let json = serde_json::to_vec_pretty(cfg)
-        .map_err(|e| Error::Protocol(format!("serialise the shim config: {e}")))?;
-    let cfg_path = cfg.bundle.join("shim.json");
-    let tmp = cfg.bundle.join(".shim.json.tmp");
-    std::fs::write(&tmp, &json)
-        .and_then(|()| std::fs::rename(&tmp, &cfg_path))
-        .map_err(|e| Error::io(format!("write {}", cfg_path.display()), e))?;
-    let cleanup = || {
-        let _ = std::fs::remove_file(&cfg_path);
-        let _ = std::fs::remove_file(&tmp);
-    };
-    let res = match standby {
+    match standby {
         Some(sb) => match hand_over(sb, cfg) {
             Handed::Done(r) => r,
             // The standby shim was gone before it took the arguments: nothing was created.
             Handed::Gone => spawn_shim(shim_bin, cfg),
         },
         None => spawn_shim(shim_bin, cfg),
-    };
-    if res.is_err() {
-        cleanup();
     }
-    res
 }
 
 /// The container's part of the shim's command line.

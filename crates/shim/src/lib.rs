@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// How the engine configures one container's shim. [`spawn`] writes it to `BUNDLE/shim.json`.
+/// How the engine configures one container's shim (passed on the shim's command line).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShimConfig {
     /// The container id (also the runtime's id).

@@ -109,7 +109,6 @@ fn a_failed_create_leaves_nothing_behind() {
     for f in [
         "shim.sock",
         "shim.pid",
-        "shim.json",
         "console.sock",
         "init.pid",
         "runtime.log",

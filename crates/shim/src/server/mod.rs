@@ -443,11 +443,11 @@ struct Shim {
     oom: OomSource,
     oom_before: u64,
     console: Option<UnixListener>,
-    /// The main process has exited: delete the container in the runtime in the background
-    /// at the end of this loop iteration (after the exit is reported).
+    /// The main process has exited: delete the container in the runtime at the end of this
+    /// loop iteration (after the exit is reported), before the daemon asks.
     predelete_wanted: bool,
-    /// That background delete: its pid and, once reaped, its wait status.
-    predelete: Option<(i32, Option<i32>)>,
+    /// The outcome of that early delete (built-in runtime only).
+    predelete: Option<Result<(), String>>,
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
@@ -669,12 +669,6 @@ impl Shim {
     }
 
     fn exited(&mut self, pid: i32, st: WaitStatus) {
-        if let Some((bg, status)) = &mut self.predelete {
-            if *bg == pid {
-                *status = Some(st.as_raw());
-                return;
-            }
-        }
         let Some(k) = self
             .procs
             .iter()
@@ -965,7 +959,7 @@ impl Shim {
             }
             self.conns.retain(|c| !c.finished());
             if std::mem::take(&mut self.predelete_wanted) && self.predelete.is_none() {
-                self.predelete = self.rt.delete_in_background().map(|pid| (pid, None));
+                self.predelete = self.rt.delete_early();
             }
         }
     }
@@ -1331,11 +1325,7 @@ impl Shim {
             self.reap(true);
         }
         self.predelete_wanted = false;
-        let early = self
-            .predelete
-            .take()
-            .map(|(pid, status)| self.rt.finish_background(pid, status));
-        if !matches!(early, Some(Ok(()))) {
+        if !matches!(self.predelete.take(), Some(Ok(()))) {
             if let Err(e) = self.rt.run(&["delete", "--force", &id], Stdio3::default()) {
                 self.conns[i].fail(b'r', &e);
                 return false;

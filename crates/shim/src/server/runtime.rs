@@ -198,7 +198,7 @@ impl Runtime {
             .stderr
             .as_ref()
             .map_or(devnull.as_raw_fd(), |f| f.as_raw_fd());
-        let pid = self.fork_runtime(args, [fd_in, fd_out, fd_err])?;
+        let (pid, done) = self.fork_runtime(args, [fd_in, fd_out, fd_err])?;
         // The parent's copies of the container's fds must go now: a pipe's reader sees EOF
         // only once every writer is closed.
         drop(stdio);
@@ -207,6 +207,16 @@ impl Runtime {
         if let Some((r, w)) = captured {
             drop(w);
             std::io::Read::read_to_end(&mut std::fs::File::from(r), &mut stdout)?;
+        }
+        // The child reports its code before it exits: tearing the copy down takes longer than
+        // a short operation, so after a success it is not waited for (the serve loop reaps it,
+        // as any child). After a failure it is, so that nothing of the operation outlives it.
+        if read_code(&done) == Some(0) {
+            return Ok(std::process::Output {
+                status: std::process::ExitStatus::from_raw(0),
+                stdout,
+                stderr: Vec::new(),
+            });
         }
         let mut status = 0;
         loop {
@@ -227,33 +237,26 @@ impl Runtime {
         })
     }
 
-    /// Start `delete --force` of the container in a forked child without waiting for it (the
-    /// built-in runtime only): the shim runs it as soon as the main process has exited, so
-    /// the cgroup and state are gone, or nearly, when the daemon asks for the delete. Finish
-    /// with [`Runtime::finish_background`].
-    pub(crate) fn delete_in_background(&self) -> Option<i32> {
+    /// `delete --force` of the container as soon as its main process has exited, before the
+    /// daemon asks (built-in runtime only, `None` otherwise): run here in the shim, like
+    /// [`Runtime::start`], since the shim is about to end and a forked copy would cost more
+    /// than the delete itself. The daemon's delete then finds it done.
+    pub(crate) fn delete_early(&self) -> Option<Result<(), String>> {
         if self.bin.is_some() {
             return None;
         }
-        let _ = std::fs::remove_file(self.bundle.join(RUNTIME_LOG));
-        let devnull = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/null")
-            .ok()?;
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&devnull);
-        let args = [
-            OsStr::new("delete"),
-            OsStr::new("--force"),
-            OsStr::new(&self.id),
-        ];
-        self.fork_runtime(&args, [fd; 3]).ok()
+        Some(
+            berth_runtime::Runtime::new(&self.root)
+                .delete(&self.id, true)
+                .map_err(|e| berth_runtime::error::chain(&e)),
+        )
     }
 
     /// Fork a child that runs `berth-shim runtime` with our `--root`/`--log` and `args` on the
     /// berth-runtime library: its fds 0-2 become `stdio`, it enters the bundle, unblocks
-    /// signals and `_exit`s with the operation's code. Returns the child's pid.
-    fn fork_runtime(&self, args: &[&OsStr], stdio: [RawFd; 3]) -> std::io::Result<i32> {
+    /// signals, writes the operation's exit code (one byte) to a pipe and `_exit`s with it.
+    /// Returns the child's pid and the pipe's reading end ([`read_code`]).
+    fn fork_runtime(&self, args: &[&OsStr], stdio: [RawFd; 3]) -> std::io::Result<(i32, OwnedFd)> {
         let mut argv: Vec<OsString> = vec![
             "--root".into(),
             self.root.clone().into_os_string(),
@@ -263,6 +266,7 @@ impl Runtime {
             "json".into(),
         ];
         argv.extend(args.iter().map(|a| a.to_os_string()));
+        let (done_r, done_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
         // SAFETY: the shim is single-threaded, so the child is a complete copy of a consistent
         // process; it only runs our own code and leaves with `_exit`, never returning here.
         let pid = unsafe { libc::fork() };
@@ -286,36 +290,25 @@ impl Runtime {
                 let _ = std::io::Write::flush(&mut std::io::stdout());
                 code
             })();
+            let _ = rustix::io::write(&done_w, &[u8::try_from(code).unwrap_or(1)]);
             // SAFETY: leave the forked child without running the parent's destructors.
             unsafe { libc::_exit(code) };
         }
-        Ok(pid)
+        drop(done_w);
+        Ok((pid, done_r))
     }
+}
 
-    /// The outcome of [`Runtime::delete_in_background`]: `status` is its wait status if the
-    /// shim already reaped it, else this waits for it.
-    pub(crate) fn finish_background(&self, pid: i32, status: Option<i32>) -> Result<(), String> {
-        let status = match status {
-            Some(s) => s,
-            None => {
-                let mut st = 0;
-                loop {
-                    // SAFETY: waitpid on our own child with a valid out-pointer.
-                    let r = unsafe { libc::waitpid(pid, &mut st, 0) };
-                    if r == pid {
-                        break st;
-                    }
-                    if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-                        return Err(format!("wait for the runtime's delete of {}", self.id));
-                    }
-                }
-            }
-        };
-        if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
-            return Ok(());
+/// The exit code a forked runtime child wrote before exiting; `None` if it ended without
+/// writing one (it died: its wait status tells how).
+fn read_code(done: &OwnedFd) -> Option<u8> {
+    let mut b = [0u8; 1];
+    loop {
+        match rustix::io::read(done, &mut b) {
+            Ok(1) => return Some(b[0]),
+            Err(rustix::io::Errno::INTR) => {}
+            _ => return None,
         }
-        let log = std::fs::read_to_string(self.bundle.join(RUNTIME_LOG)).unwrap_or_default();
-        Err(last_error(&log).unwrap_or_else(|| format!("berth-runtime delete {} failed", self.id)))
     }
 }
 
