@@ -369,6 +369,7 @@ fn create_claimed(
         keep_fds: keep,
         cgroup2: cgroup2_dir.as_ref().map(|f| f.as_raw_fd()),
         inline_init: rt.inline_init,
+        inline_spec: Some(std::ptr::NonNull::from(&c.spec)),
     })?;
     drop(cgroup2_dir);
     let pid = spawned.pid;
@@ -408,7 +409,12 @@ fn create_claimed(
         preserve_fds: opts.preserve_fds,
         hook_state: hook_state.clone(),
         role: Role::Init(Box::new(InitRole {
-            config: config_text,
+            // An inline init has the spec already (see `spawn::Request::inline_spec`).
+            config: if spawned.exe.is_none() {
+                String::new()
+            } else {
+                config_text
+            },
             bundle: c.bundle.clone(),
             rootfs: c.rootfs.clone(),
             plan: c.plan.clone(),

@@ -124,6 +124,7 @@ impl Runtime {
             cgroup2: None,
             // An exec joins a running container's pid namespace: always a sealed re-exec.
             inline_init: false,
+            inline_spec: None,
         })?;
         let pid = spawned.pid;
         let fail = |e: Error| {

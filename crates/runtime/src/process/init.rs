@@ -17,12 +17,25 @@ use crate::namespaces::{self, NsKind};
 use crate::rootfs;
 
 /// Run the init. Returns only on failure.
-pub(super) fn run(ch: &Channel, cfg: &InitConfig, role: &InitRole) -> Result<Infallible> {
+/// `inherited`: the spec the runtime parsed, when this is an inline init (a copy of the
+/// runtime's memory) and the runtime sent no config text to parse.
+pub(super) fn run(
+    ch: &Channel,
+    cfg: &InitConfig,
+    role: &InitRole,
+    inherited: Option<&oci_spec::runtime::Spec>,
+) -> Result<Infallible> {
     // Before anything else, and before a cgroup namespace is made: it must be rooted here.
     berth_cgroups::join_self(&role.join_cgroups)?;
-    let spec: oci_spec::runtime::Spec =
-        crate::spec::parse_json(&role.bundle.join("config.json"), role.config.as_bytes())?;
-    let spec = &spec;
+    let parsed;
+    let spec = match inherited.filter(|_| role.config.is_empty()) {
+        Some(s) => s,
+        None => {
+            parsed =
+                crate::spec::parse_json(&role.bundle.join("config.json"), role.config.as_bytes())?;
+            &parsed
+        }
+    };
     let plan = &role.plan;
     if let Some((_, path)) = plan.join.iter().find(|(k, _)| *k == NsKind::Mount) {
         let fd = namespaces::open(path)?;

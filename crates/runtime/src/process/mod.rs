@@ -14,8 +14,9 @@ pub mod spawn;
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;
+use std::ptr::NonNull;
 
-use oci_spec::runtime::Process;
+use oci_spec::runtime::{Process, Spec};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, chain};
@@ -60,7 +61,8 @@ pub enum Role {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct InitRole {
     /// The config, as the bytes of `config.json` (the init parses it itself, so `create`
-    /// never serialises a whole config).
+    /// never serialises a whole config). Empty for an inline init, which has the runtime's
+    /// parsed spec in its copy of the runtime's memory.
     pub config: String,
     /// Bundle path.
     pub bundle: PathBuf,
@@ -111,24 +113,28 @@ pub fn entrypoint() {
     // SAFETY: the parent placed our end of the setup channel at this fd number and nothing else
     // in this freshly exec'd process owns it.
     let ch = Channel::from_fd(unsafe { OwnedFd::from_raw_fd(fd) });
-    std::process::exit(serve(&ch));
+    std::process::exit(serve(&ch, None));
 }
 
 /// The init run by the cloned child itself (`Request::inline_init`): `fd` is its end of the
 /// setup channel. Never returns; leaves with `_exit` so nothing of the parent's copied state
 /// (buffers, atexit handlers) runs twice.
-pub(crate) fn run_inline(fd: i32) -> ! {
+pub(crate) fn run_inline(fd: i32, spec: Option<NonNull<Spec>>) -> ! {
     // SAFETY: the spawner cloned us with this end of the setup channel at `fd`; nothing else in
     // this child owns it.
     let ch = Channel::from_fd(unsafe { OwnedFd::from_raw_fd(fd) });
-    let code = serve(&ch);
+    // SAFETY: `spawn`'s caller keeps the spec alive and unchanged until `spawn` returns, which
+    // is after the clone; this child's memory is a copy taken then, so the copy is at the same
+    // address, and nothing in this single-threaded child changes it.
+    let spec = spec.map(|p| unsafe { p.as_ref() });
+    let code = serve(&ch, spec);
     // SAFETY: ends this process without running anything else.
     unsafe { libc::_exit(code) }
 }
 
 /// Receive the configuration and become the init (or exec'd process); returns the exit code
 /// on failure (success ends in `execve`).
-fn serve(ch: &Channel) -> i32 {
+fn serve(ch: &Channel, inherited: Option<&Spec>) -> i32 {
     let cfg = match ch.recv() {
         Ok(Some(Msg::Init(cfg))) => cfg,
         // The runtime went away before configuring us: nothing to do.
@@ -138,7 +144,7 @@ fn serve(ch: &Channel) -> i32 {
     // still hold host resources.
     let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
     let result = match cfg.role {
-        Role::Init(ref r) => init::run(ch, &cfg, r),
+        Role::Init(ref r) => init::run(ch, &cfg, r, inherited),
         Role::Exec(ref r) => exec::run(ch, &cfg, r),
     };
     let Err(e) = result;

@@ -22,6 +22,9 @@
 
 use std::ffi::{CString, c_char};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+
+use oci_spec::runtime::Spec;
 
 use rustix::fs::{Mode, OFlags};
 
@@ -129,6 +132,10 @@ pub struct Request {
     /// Let the child become the init without re-executing our binary, when that is safe (see
     /// `inline_is_safe` in this module). Only for callers that know they are single-threaded.
     pub inline_init: bool,
+    /// The container's spec as the caller parsed it: an inline init (a copy of the caller's
+    /// memory) uses it instead of parsing `config.json` again. It must stay alive and unchanged
+    /// until `spawn` returns.
+    pub inline_spec: Option<NonNull<Spec>>,
 }
 
 /// A started child: its host pid and our end of its setup channel.
@@ -150,6 +157,7 @@ pub struct Spawned {
 struct Prepared {
     /// Run the init in the cloned child itself instead of re-executing `exe_fd`.
     inline: bool,
+    inline_spec: Option<NonNull<Spec>>,
     exe_fd: RawFd,
     argv: [*const c_char; 3],
     envp: [*const c_char; 2],
@@ -218,6 +226,7 @@ pub fn spawn(req: Request) -> Result<Spawned> {
     keep.push(child_fd);
     let prep = Prepared {
         inline,
+        inline_spec: req.inline_spec,
         exe_fd: exe.as_ref().map_or(-1, SealedExe::fd),
         argv: [arg0.as_ptr(), arg1.as_ptr(), std::ptr::null()],
         envp: [env.as_ptr(), std::ptr::null()],
@@ -567,7 +576,7 @@ fn trampoline(p: &Prepared) -> ! {
     }
     if p.inline {
         close_all_but(&p.keep, p.sync_fd);
-        super::run_inline(p.sync_fd);
+        super::run_inline(p.sync_fd, p.inline_spec);
     }
     // SAFETY: argv and envp are NUL-terminated arrays of pointers to NUL-terminated strings that
     // live in this (copied) address space until the exec replaces it.
