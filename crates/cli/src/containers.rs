@@ -415,6 +415,10 @@ async fn pump(
 }
 
 /// Attach to a container (starting it when asked), stream its stdio, and return its exit code.
+///
+/// With `start` the daemon starts the container within the attach call and ends the stream
+/// with the exit it recorded (after the removal, for `--rm`), so one call does it all; without,
+/// a Wait call alongside the stream gives the exit code.
 async fn session(c: &Client, o: SessionOpts) -> Result<u8, Failure> {
     let (tx, rx) = mpsc::channel::<IoIn>(64);
     let size = if o.tty { tty_size() } else { None };
@@ -425,48 +429,47 @@ async fn session(c: &Client, o: SessionOpts) -> Result<u8, Failure> {
             stdout: true,
             stderr: true,
             size,
+            start: o.start,
         })),
     })
     .await
     .map_err(|_| bad("attach stream closed"))?;
-    let mut out = c
-        .tasks()
-        .attach(c.req(ReceiverStream::new(rx)))
-        .await?
-        .into_inner();
+    if o.start && o.tty && o.stdin {
+        tty::make_raw()?;
+    }
+    let attached = c.tasks().attach(c.req(ReceiverStream::new(rx))).await;
+    let mut out = match attached {
+        Ok(r) => r.into_inner(),
+        Err(s) if o.start => {
+            tty::restore_terminal();
+            return Err(start_failure(s));
+        }
+        Err(s) => return Err(s.into()),
+    };
     match out.message().await? {
         Some(berth_api::v1::IoOut {
             msg: Some(io_out::Msg::Ready(_)),
         }) => {}
         other => {
+            tty::restore_terminal();
             return Err(bad(format!(
                 "the daemon did not confirm the attach to {} (got {other:?})",
                 o.id
             )));
         }
     }
-    // Ask for the exit before starting, so a quick exit cannot be missed.
-    let waiter = {
+    // Without a start here, ask the daemon for the exit (the stream's own says only what the
+    // shim saw, before the daemon recorded it).
+    let waiter = (!o.start).then(|| {
         let c = c.clone();
         let req = WaitRequest {
             id: o.id.clone(),
             condition: o.wait_condition.to_owned(),
         };
         tokio::spawn(async move { c.tasks().wait(c.req(req)).await })
-    };
-    tokio::task::yield_now().await;
-    if o.tty && o.stdin {
+    });
+    if !o.start && o.tty && o.stdin {
         tty::make_raw()?;
-    }
-    if o.start {
-        if let Err(s) = c
-            .tasks()
-            .start(c.req(ContainerRef { id: o.id.clone() }))
-            .await
-        {
-            tty::restore_terminal();
-            return Err(start_failure(s));
-        }
     }
     spawn_signal_tasks(c, &o.id, o.tty, o.sig_proxy, &tx);
     let mut detach = o
@@ -476,12 +479,26 @@ async fn session(c: &Client, o: SessionOpts) -> Result<u8, Failure> {
     tty::restore_terminal();
     let exit = match pumped? {
         Pumped::Detached => {
-            waiter.abort();
+            if let Some(w) = waiter {
+                w.abort();
+            }
             return Ok(0);
         }
         Pumped::Ended(exit) => exit,
     };
     drop(tx);
+    let Some(waiter) = waiter else {
+        let exit = exit.ok_or_else(|| {
+            bad(format!(
+                "the daemon ended the stream of {} without its exit",
+                o.id
+            ))
+        })?;
+        if !exit.error.is_empty() {
+            eprintln!("Error: {}", exit.error);
+        }
+        return Ok(exit_u8(exit.code));
+    };
     let waited = waiter
         .await
         .map_err(|e| bad(format!("waiting for {}: {e}", o.id)))?;

@@ -42,6 +42,9 @@ impl Engine {
             return Err(first_message_error("Attach", "attach"));
         };
         let c = self.find(ns, &a.id)?;
+        // With `start`: the container's exits and removal as they stand before the start.
+        let mut signal = c.signal.subscribe();
+        let before = *signal.borrow_and_update();
         let (client, tty, stdin_once) = {
             let _op = c.op.lock().await;
             let client = self.ensure_shim(&c).await?;
@@ -65,6 +68,22 @@ impl Engine {
         };
         let name = c.name();
         self.emit(&c.ns, "container", "attach", &c.id, &[("name", &name)]);
+        let finish: Option<Finish> = if a.start {
+            // Attached first, so none of the output can be missed; a failed start fails the
+            // call (the stream to the shim is dropped with it).
+            self.start(&c).await?;
+            let auto_remove = c.lock().rec.config().auto_remove;
+            let c = c.clone();
+            Some(Box::pin(async move {
+                let _ = signal
+                    .wait_for(|s| s.removed || (!auto_remove && s.exits > before.exits))
+                    .await;
+                let m = c.lock();
+                (m.rec.exit_code, m.rec.error.clone())
+            }))
+        } else {
+            None
+        };
         relay(
             stream,
             inbound,
@@ -74,6 +93,7 @@ impl Engine {
             Some(IoOut {
                 msg: Some(io_out::Msg::Ready(Ready::default())),
             }),
+            finish,
         )
     }
 
@@ -165,7 +185,7 @@ impl Engine {
             return Ok(ReceiverStream::new(rx));
         };
         let e = self.clone();
-        let s = relay(stream, inbound, true, true, false, Some(ready))?;
+        let s = relay(stream, inbound, true, true, false, Some(ready), None)?;
         // exec_die when the process ends: observed by waiting on the shim.
         let c2: Arc<Container> = c.clone();
         tokio::task::spawn_blocking(move || {
@@ -266,6 +286,10 @@ fn clamp(v: u32) -> u16 {
 }
 
 /// Start the two relay threads and the inbound task; returns the outbound stream.
+/// What an attach with `start` waits for before its last message: the daemon's record of the
+/// exit (or the removal), as `(exit code, error)`.
+type Finish = std::pin::Pin<Box<dyn std::future::Future<Output = (i32, String)> + Send>>;
+
 fn relay(
     stream: Stream,
     mut inbound: Streaming<IoIn>,
@@ -273,8 +297,10 @@ fn relay(
     stderr: bool,
     close_stdin_at_end: bool,
     ready: Option<IoOut>,
+    finish: Option<Finish>,
 ) -> Result<IoStream, RpcStatus> {
     let (tx, rx) = mpsc::channel::<Result<IoOut, RpcStatus>>(64);
+    let handle = tokio::runtime::Handle::current();
     if let Some(r) = ready {
         let _ = tx.try_send(Ok(r));
     }
@@ -299,13 +325,21 @@ fn relay(
                     Ok(Some(Frame::Stderr(b))) if stderr => io_out::Msg::Stderr(b),
                     Ok(Some(Frame::Stdout(_) | Frame::Stderr(_))) => continue,
                     Ok(Some(Frame::Exit(e))) => {
-                        let _ = tx.blocking_send(out(io_out::Msg::Exit(Exit {
-                            code: e.code,
-                            error: String::new(),
-                        })));
+                        let (code, error) = match finish {
+                            Some(f) => handle.block_on(f),
+                            None => (e.code, String::new()),
+                        };
+                        let _ = tx.blocking_send(out(io_out::Msg::Exit(Exit { code, error })));
                         break;
                     }
-                    Ok(None) => break,
+                    Ok(None) => {
+                        // The shim went without a word: the daemon's record still tells.
+                        if let Some(f) = finish {
+                            let (code, error) = handle.block_on(f);
+                            let _ = tx.blocking_send(out(io_out::Msg::Exit(Exit { code, error })));
+                        }
+                        break;
+                    }
                     Err(e) => {
                         let _ = tx.blocking_send(Err(RpcStatus::unavailable(format!(
                             "the container's stdio stream broke: {}",

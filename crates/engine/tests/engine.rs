@@ -261,6 +261,7 @@ async fn attach_and_start(
             stdout: true,
             stderr: true,
             size: None,
+            start: false,
         })),
     })
     .await
