@@ -53,6 +53,9 @@ pub(crate) struct Mutable {
     /// The last run's shim deleted the container in the runtime without error and its
     /// networks were detached: removal need not look for leftovers (cgroups, runtime state).
     pub clean: bool,
+    /// A pidfd of the last run's shim, deleted and on its way out: the removal that follows
+    /// an exit (`--rm`) waits for it at its end instead of before it starts.
+    pub shim_exiting: Option<std::os::fd::OwnedFd>,
 }
 
 impl Container {
@@ -67,6 +70,7 @@ impl Container {
                 run: 0,
                 stopping: false,
                 clean: false,
+                shim_exiting: None,
             }),
             signal: watch::Sender::new(Signal::default()),
             running: watch::Sender::new(running),
@@ -92,6 +96,31 @@ impl Container {
 
     pub(crate) fn name(&self) -> String {
         self.lock().rec.name.clone()
+    }
+
+    /// Whether any of the container's mounts is a named or anonymous volume.
+    pub(crate) fn uses_volumes(&self) -> bool {
+        self.lock()
+            .rec
+            .mount_points
+            .iter()
+            .any(|p| p.typ == "volume")
+    }
+}
+
+/// A pidfd of process `pid`, to wait for its end with [`process_gone`]; `None` if it is gone.
+pub(crate) fn pidfd(pid: i32) -> Option<std::os::fd::OwnedFd> {
+    let p = rustix::process::Pid::from_raw(pid)?;
+    rustix::process::pidfd_open(p, rustix::process::PidfdFlags::NONBLOCK).ok()
+}
+
+/// Wait, on the async runtime, until the process of `pidfd` has exited.
+pub(crate) async fn process_gone(pidfd: std::os::fd::OwnedFd) {
+    use tokio::io::{Interest, unix::AsyncFd};
+    // SAFETY: `pidfd` is an owned, open descriptor that the AsyncFd takes over and neither
+    // replaces nor closes while registered (it is dropped with it).
+    if let Ok(fd) = unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) } {
+        let _ = fd.readable().await;
     }
 }
 

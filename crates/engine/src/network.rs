@@ -284,6 +284,10 @@ impl Engine {
         c: &Arc<Container>,
     ) -> Result<PendingAttach, RpcStatus> {
         let conf = c.lock().rec.config();
+        if matches!(mode(&conf.network_mode), Mode::Plain) {
+            // `none` or `host`: nothing to set up.
+            return Ok(PendingAttach(None));
+        }
         if !matches!(mode(&conf.network_mode), Mode::Network(_)) {
             let e = self.clone();
             let c = c.clone();

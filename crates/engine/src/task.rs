@@ -81,16 +81,30 @@ impl Engine {
         let _ = std::fs::remove_file(cfg.bundle.join("exit.json"));
         let bin = self.config().shim_binary.clone();
         // Volumes with a file system of their own are mounted at first use.
-        let (e, c2) = (self.clone(), c.clone());
-        blocking(move || e.volumes_mount(&c2)).await??;
+        if c.uses_volumes() {
+            let (e, c2) = (self.clone(), c.clone());
+            blocking(move || e.volumes_mount(&c2)).await??;
+        }
         let res = match self.networks_attach_begin(c).await {
             Ok(net) => {
-                let standby = self.take_standby();
-                let res = blocking(move || match standby {
-                    Some(sb) => sb.spawn(&cfg),
-                    None => berth_shim::spawn(&bin, &cfg),
-                })
-                .await;
+                let res = match self.take_standby().and_then(|sb| sb.give(&cfg)) {
+                    // The standby shim took the container: its report is read here, on the
+                    // async runtime, with no blocking thread to wake.
+                    Some(report) => {
+                        let (text, read) = read_report(report).await;
+                        if berth_shim::report_ok(&text) {
+                            Ok(berth_shim::report_outcome(&text, read, &cfg)
+                                .unwrap_or_else(|| berth_shim::spawn(&bin, &cfg)))
+                        } else {
+                            blocking(move || {
+                                berth_shim::report_outcome(&text, read, &cfg)
+                                    .unwrap_or_else(|| berth_shim::spawn(&bin, &cfg))
+                            })
+                            .await
+                        }
+                    }
+                    None => blocking(move || berth_shim::spawn(&bin, &cfg)).await,
+                };
                 self.networks_attach_end(c, net, res).await
             }
             Err(st) => Err(st),
@@ -150,8 +164,17 @@ impl Engine {
             _ => {}
         }
         let client = self.ensure_shim(c).await?;
-        let cl = client.clone();
-        let res = blocking(move || cl.start().and_then(|()| cl.state())).await?;
+        let res = match shim_call(&client, "start").await {
+            Ok(text) => match Client::started_state(&text) {
+                Ok(Some(st)) => Ok(st),
+                Ok(None) => {
+                    let cl = client.clone();
+                    blocking(move || cl.state()).await?
+                }
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
         let name = c.name();
         let state = match res {
             Ok(s) => s,
@@ -229,18 +252,24 @@ impl Engine {
         if c.lock().run != run {
             return;
         }
-        let cl = client.clone();
         let net = self.networks_detach_begin(&c.id);
-        let deleted = blocking(move || cl.delete()).await;
-        if let Ok(Err(e)) = &deleted {
+        // The shim exits right after answering; whoever removes the container waits for that
+        // (`Container::shim_gone`), not this.
+        let shim_pidfd = client.shim_pid().ok().and_then(crate::container::pidfd);
+        let deleted = shim_call(&client, "delete")
+            .await
+            .and_then(|t| Client::deleted_exit(&t));
+        if let Err(e) = &deleted {
             tracing::warn!("delete the task of container {}: {}", c.id, err_chain(e));
         }
         let net_gone = matches!(net.await, Ok(true));
-        let (e, c2) = (self.clone(), c.clone());
-        let _ = blocking(move || e.volumes_release(&c2)).await;
+        if c.uses_volumes() {
+            let (e, c2) = (self.clone(), c.clone());
+            let _ = blocking(move || e.volumes_release(&c2)).await;
+        }
         // Nothing left for a removal to look for: the runtime deleted the container and every
         // network attachment (and its held ports) is gone.
-        let clean = matches!(deleted, Ok(Ok(_))) && net_gone;
+        let clean = deleted.is_ok() && net_gone;
         let (restart, auto_remove, name, image, status) = {
             let mut m = c.lock();
             if m.run != run {
@@ -286,6 +315,15 @@ impl Engine {
                 m.rec.status,
             )
         };
+        // The shim exits right after the delete: wait for that here, unless a removal
+        // follows, which waits at its own end (the two overlap).
+        if let Some(fd) = shim_pidfd {
+            if auto_remove {
+                c.lock().shim_exiting = Some(fd);
+            } else {
+                crate::container::process_gone(fd).await;
+            }
+        }
         c.notify(status, true);
         let code = exit.code.to_string();
         self.emit(
@@ -650,6 +688,10 @@ impl Engine {
         let e = self.clone();
         let c2 = c.clone();
         blocking(move || e.destroy(&c2, shim.as_deref())).await??;
+        let exiting = c.lock().shim_exiting.take();
+        if let Some(fd) = exiting {
+            crate::container::process_gone(fd).await;
+        }
         {
             let mut idx = self.index();
             idx.by_id.remove(&c.id);
@@ -758,25 +800,64 @@ impl Engine {
 
 /// Wait for the main process's exit on the shim's socket without blocking a thread.
 async fn wait_async(client: &Client) -> Result<ExitInfo, String> {
+    let text = shim_call(client, "wait").await.map_err(|e| err_chain(&e))?;
+    Client::deleted_exit(&text).map_err(|e| err_chain(&e))
+}
+
+/// A standby shim's report ([`berth_shim::Standby::give`]), read until it is complete or
+/// ends, and how the reading ended.
+async fn read_report(fd: std::os::fd::OwnedFd) -> (String, std::io::Result<()>) {
     use tokio::io::AsyncReadExt;
-    let sock = client.wait_begin().map_err(|e| err_chain(&e))?;
-    sock.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let mut sock = tokio::net::UnixStream::from_std(sock).map_err(|e| e.to_string())?;
-    let mut head = [0u8; 5];
-    sock.read_exact(&mut head)
-        .await
-        .map_err(|e| format!("read the answer: {e}"))?;
-    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    let mut text = String::new();
+    let mut rx = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+        Ok(rx) => rx,
+        Err(e) => return (text, Err(e)),
+    };
+    let mut buf = [0u8; 1024];
+    loop {
+        match rx.read(&mut buf).await {
+            Ok(0) => return (text, Ok(())),
+            Ok(n) => {
+                text.push_str(&String::from_utf8_lossy(&buf[..n]));
+                if berth_shim::report_complete(&text) {
+                    return (text, Ok(()));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return (text, Err(e)),
+        }
+    }
+}
+
+/// One request to a shim, its answer read on the async runtime (no blocking thread): for the
+/// requests a shim answers without waiting on anything slow (`start`, `delete`) and for
+/// `wait`, whose answer may take the container's whole life.
+pub(crate) async fn shim_call(client: &Client, head: &str) -> berth_shim::Result<String> {
+    use tokio::io::AsyncReadExt;
+    let io = |e: std::io::Error| berth_shim::Error::Io {
+        what: format!("talk to the shim of {}", client.bundle().display()),
+        source: e,
+    };
+    let sock = client.begin(head)?;
+    sock.set_nonblocking(true).map_err(io)?;
+    let mut sock = tokio::net::UnixStream::from_std(sock).map_err(io)?;
+    let mut frame = [0u8; 5];
+    match sock.read_exact(&mut frame).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(berth_shim::Error::ShimDied(format!("it answered {head:?}")));
+        }
+        Err(e) => return Err(io(e)),
+    }
+    let len = u32::from_be_bytes([frame[1], frame[2], frame[3], frame[4]]) as usize;
     if len > berth_shim::MAX_ANSWER {
-        return Err(format!("an answer of {len} bytes is too large"));
+        return Err(berth_shim::Error::Protocol(format!(
+            "an answer of {len} bytes to {head:?} is too large"
+        )));
     }
     let mut payload = vec![0u8; len];
-    sock.read_exact(&mut payload)
-        .await
-        .map_err(|e| format!("read the answer: {e}"))?;
-    client
-        .wait_answer(head[0], &payload)
-        .map_err(|e| err_chain(&e))
+    sock.read_exact(&mut payload).await.map_err(io)?;
+    client.answer(head, frame[0], &payload)
 }
 
 /// Block until the main process exits. If the shim cannot be asked (it died), use what it left

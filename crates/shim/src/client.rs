@@ -68,6 +68,46 @@ impl Standby {
         let bin = self.bin.clone();
         spawn_via(Some(self), &bin, cfg)
     }
+
+    /// [`Standby::spawn`] in steps, for callers on an async runtime: hand the container's
+    /// arguments over and return the shim's report pipe (read it until [`report_complete`],
+    /// then [`report_outcome`]). `None` if the shim is gone (nothing was created).
+    pub fn give(self, cfg: &ShimConfig) -> Option<OwnedFd> {
+        let mut buf = Vec::new();
+        for a in shim_args(cfg) {
+            buf.extend_from_slice(std::os::unix::ffi::OsStrExt::as_bytes(a.as_os_str()));
+            buf.push(0);
+        }
+        let mut pipe = std::fs::File::from(self.args);
+        std::io::Write::write_all(&mut pipe, &buf).ok()?;
+        Some(self.report)
+    }
+}
+
+/// Whether a shim's report so far is complete (it says whether the container was created).
+pub fn report_complete(text: &str) -> bool {
+    let done = text.lines().any(|l| l.starts_with("ok ")) || text.contains("\nerr ");
+    done && text.ends_with('\n')
+}
+
+/// Whether a complete report says the container was created.
+pub fn report_ok(text: &str) -> bool {
+    text.lines().any(|l| l.starts_with("ok "))
+}
+
+/// What a shim's whole report (read to completion or end-of-file; `read`: how the reading
+/// ended) means: the shim's client, or why the container could not be created. `None`: the
+/// shim ended before it even reported its pid (it never took the container). After a failure
+/// this blocks until the shim has exited.
+pub fn report_outcome(
+    text: &str,
+    read: std::io::Result<()>,
+    cfg: &ShimConfig,
+) -> Option<Result<Client>> {
+    match outcome_of(text, read, cfg) {
+        Reported::NoPid => None,
+        Reported::Outcome(r) => Some(r),
+    }
 }
 
 fn pipe(what: &str) -> Result<(OwnedFd, OwnedFd)> {
@@ -188,8 +228,7 @@ fn read_report(report_r: OwnedFd, cfg: &ShimConfig) -> Reported {
             Ok(0) => break Ok(()),
             Ok(n) => {
                 text.push_str(&String::from_utf8_lossy(&buf[..n]));
-                let done = text.lines().any(|l| l.starts_with("ok ")) || text.contains("\nerr ");
-                if done && text.ends_with('\n') {
+                if report_complete(&text) {
                     break Ok(());
                 }
             }
@@ -197,6 +236,10 @@ fn read_report(report_r: OwnedFd, cfg: &ShimConfig) -> Reported {
             Err(e) => break Err(e),
         }
     };
+    outcome_of(&text, read, cfg)
+}
+
+fn outcome_of(text: &str, read: std::io::Result<()>, cfg: &ShimConfig) -> Reported {
     let mut shim_pid = None;
     let mut outcome = None;
     for line in text.lines() {
@@ -348,8 +391,12 @@ impl Client {
 
     /// Status, pid and exit of the main process.
     pub fn state(&self) -> Result<ShimState> {
-        let text = self.simple("state")?;
-        let (first, error) = text.split_once('\n').unwrap_or((&text, ""));
+        Self::parse_state(&self.simple("state")?)
+    }
+
+    /// Decode a shim's state text (the answer to `state`, and to `start`).
+    pub fn parse_state(text: &str) -> Result<ShimState> {
+        let (first, error) = text.split_once('\n').unwrap_or((text, ""));
         let w: Vec<&str> = first.split(' ').collect();
         let bad = || Error::Protocol(format!("bad state {text:?}"));
         let status = match w.first().copied() {
@@ -375,7 +422,7 @@ impl Client {
         })
     }
 
-    /// Start the created container.
+    /// Start the created container (release its init); see [`Client::started_state`].
     pub fn start(&self) -> Result<()> {
         self.simple("start").map(drop)
     }
@@ -398,22 +445,48 @@ impl Client {
     /// [`Client::wait_answer`]. Connecting to a unix socket and writing one small frame do not
     /// block.
     pub fn wait_begin(&self) -> Result<UnixStream> {
-        let sock = self.connection()?;
-        write_frame(&sock, proto::REQUEST, b"wait")
-            .map_err(|e| Error::io(format!("talk to the shim of {}", self.bundle.display()), e))?;
-        Ok(sock)
+        self.begin("wait")
     }
 
     /// Decode the frame that answers [`Client::wait_begin`].
     pub fn wait_answer(&self, kind: u8, payload: &[u8]) -> Result<ExitInfo> {
+        Self::exit_from(&self.answer("wait", kind, payload)?)
+    }
+
+    /// Any request the way [`Client::wait_begin`] sends `wait`, for callers on an async
+    /// runtime that read the answer frame themselves (`start`, `delete`, ...): connect, send
+    /// `head`, return the connection. Neither step blocks on a listening shim.
+    pub fn begin(&self, head: &str) -> Result<UnixStream> {
+        let sock = self.connection()?;
+        write_frame(&sock, proto::REQUEST, head.as_bytes())
+            .map_err(|e| Error::io(format!("talk to the shim of {}", self.bundle.display()), e))?;
+        Ok(sock)
+    }
+
+    /// The text of the answer frame `(kind, payload)` to `head`, or the error it carries.
+    pub fn answer(&self, head: &str, kind: u8, payload: &[u8]) -> Result<String> {
         match kind {
-            proto::OK => Self::exit_from(&String::from_utf8_lossy(payload)),
+            proto::OK => Ok(String::from_utf8_lossy(payload).into_owned()),
             proto::ERR => Err(runtime_or_refused(payload)),
             k => Err(Error::Protocol(format!(
-                "unexpected frame {:?} in answer to \"wait\"",
+                "unexpected frame {:?} in answer to {head:?}",
                 char::from(k)
             ))),
         }
+    }
+
+    /// [`Client::start`]'s answer: the state right after the start (an older shim answers
+    /// nothing; `None` then).
+    pub fn started_state(text: &str) -> Result<Option<ShimState>> {
+        if text.is_empty() {
+            return Ok(None);
+        }
+        Self::parse_state(text).map(Some)
+    }
+
+    /// [`Client::delete`]'s answer: the exit of the main process.
+    pub fn deleted_exit(text: &str) -> Result<ExitInfo> {
+        Self::exit_from(text)
     }
 
     /// Freeze the container.

@@ -133,7 +133,9 @@ mod proto;
 mod server;
 mod text;
 
-pub use client::{Client, Frame, Standby, Stream, connect, spawn};
+pub use client::{
+    Client, Frame, Standby, Stream, connect, report_complete, report_ok, report_outcome, spawn,
+};
 pub use error::{Error, Result};
 
 /// The largest frame a shim sends (the bound a reader of [`Client::wait_begin`]'s answer

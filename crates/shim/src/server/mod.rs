@@ -1117,6 +1117,8 @@ impl Shim {
                 if r.is_ok() && self.status == Status::Created && self.procs[0].exit.is_none() {
                     self.status = Status::Running;
                 }
+                // The state comes with the answer: the caller needs the pid and status next.
+                let r = r.map(|_| self.state_text().into_bytes());
                 runtime_result(&mut self.conns[i], r);
             }
             "kill" => {
