@@ -29,14 +29,40 @@ impl Engine {
         if image.is_empty() {
             return Err(RpcStatus::invalid_argument("an image is required"));
         }
-        let v = self.image_service(ns).inspect(image).map_err(|e| match e {
+        let read_err = |e: berth_image::Error| match e {
             berth_image::Error::NoSuchImage(_) => {
                 RpcStatus::not_found(format!("No such image: {image}"))
             }
             other => {
                 RpcStatus::internal(format!("cannot read image {image}: {}", err_chain(&other)))
             }
-        })?;
+        };
+        let svc = self.image_service(ns);
+        let (name, id, bytes) = svc.for_run(image).map_err(read_err)?;
+        // The config blob as it is; a config that lacks a field oci-spec requires takes the
+        // slower way below, which fills in defaults.
+        if let Ok(config) = serde_json::from_slice::<ImageConfiguration>(&bytes) {
+            let diff_ids = config
+                .rootfs()
+                .diff_ids()
+                .iter()
+                .map(|s| {
+                    Digest::from_str(s).map_err(|e| {
+                        RpcStatus::internal(format!("image {image} has a bad layer id {s:?}: {e}"))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let top = berth_image::format::chain_ids(&diff_ids)
+                .last()
+                .map(ToString::to_string);
+            return Ok(ResolvedImage {
+                id: id.to_string(),
+                full_name: name,
+                config,
+                top,
+            });
+        }
+        let v = svc.inspect(image).map_err(read_err)?;
         let id = v["Id"].as_str().unwrap_or_default().to_owned();
         let layers: Vec<Value> = v["RootFS"]["Layers"]
             .as_array()

@@ -50,7 +50,12 @@ impl Engine {
         let e = self.clone();
         let started = tokio::runtime::Handle::try_current().map(|h| {
             h.spawn_blocking(move || {
-                let sb = Standby::start(&e.config().shim_binary, &e.config().state.join("shims"));
+                // The default namespace's containers get their cgroup directories from the standby.
+                let sb = Standby::start(
+                    &e.config().shim_binary,
+                    &e.config().state.join("shims"),
+                    Some("/berth/default"),
+                );
                 if let Err(err) = &sb {
                     tracing::debug!("no standby shim: {err}");
                 }

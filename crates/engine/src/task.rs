@@ -68,6 +68,7 @@ impl Engine {
                 bundle: self.bundle_dir(&c.id),
                 runtime_root: self.runtime_root(),
                 runtime: m.rec.runtime.clone(),
+                cgroup: Some(m.rec.cgroups_path.clone()),
                 tty: conf.tty,
                 stdin: conf.open_stdin,
                 log: m.rec.log_path.clone().map(|path| LogOpts {

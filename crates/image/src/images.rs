@@ -219,6 +219,17 @@ impl ImageService {
         Err(Error::NoSuchImage(name_or_id.to_owned()))
     }
 
+    /// What creating a container from `name_or_id` needs, without the rest of
+    /// [`ImageService::inspect`] (which lists every image for the tags): the record's name,
+    /// the image id (the config's digest) and the config blob.
+    pub fn for_run(&self, name_or_id: &str) -> Result<(String, Digest, Vec<u8>)> {
+        let recs = self.find(name_or_id)?;
+        let rec = &recs[0];
+        let (_, manifest, _) = self.resolve_manifest(&Self::target_of(rec))?;
+        let config = self.store.content.read(&manifest.config.digest)?;
+        Ok((rec.name.clone(), manifest.config.digest.clone(), config))
+    }
+
     /// `berth image inspect`: Docker's fields plus the manifest's descriptors.
     pub fn inspect(&self, name_or_id: &str) -> Result<Value> {
         let recs = self.find(name_or_id)?;

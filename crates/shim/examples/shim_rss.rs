@@ -47,6 +47,7 @@ fn main() {
             max_size: 0,
             max_file: 1,
         }),
+        cgroup: None,
     };
     let c = berth_shim::spawn(&shim, &cfg).expect("spawn");
     let pid = c.shim_pid().unwrap();

@@ -40,14 +40,19 @@ pub struct Standby {
 
 impl Standby {
     /// Start a shim that waits for its arguments; `shims_dir` is the directory its
-    /// container's bundle will be in (it is only shown on the command line).
-    pub fn start(shim_bin: &Path, shims_dir: &Path) -> Result<Standby> {
+    /// container's bundle will be in (it is only shown on the command line). With
+    /// `cgroup_pool` (a cgroup path such as `/berth/default`) it makes a container's cgroup
+    /// directories there while it waits, for a container whose [`ShimConfig::cgroup`] is in
+    /// that parent (removed if it gets another one, or none).
+    pub fn start(shim_bin: &Path, shims_dir: &Path, cgroup_pool: Option<&str>) -> Result<Standby> {
         let (report, report_w) = pipe("the shim's report pipe")?;
         let (args_r, args) = pipe("the shim's argument pipe")?;
         let mut cmd = Command::new(shim_bin);
-        cmd.args(["shim", "--standby"])
-            .arg(shims_dir)
-            .args(["--report-fd", "1", "--daemonize"])
+        cmd.args(["shim", "--standby"]).arg(shims_dir);
+        if let Some(parent) = cgroup_pool {
+            cmd.args(["--cgroup-pool", parent]);
+        }
+        cmd.args(["--report-fd", "1", "--daemonize"])
             .current_dir("/")
             .stdin(Stdio::from(args_r))
             .stdout(Stdio::from(report_w))
@@ -138,6 +143,9 @@ fn shim_args(cfg: &ShimConfig) -> Vec<std::ffi::OsString> {
     ];
     if let Some(rt) = &cfg.runtime {
         a.extend(["--runtime".into(), rt.clone().into()]);
+    }
+    if let Some(cg) = &cfg.cgroup {
+        a.extend(["--cgroup".into(), cg.clone().into()]);
     }
     if cfg.tty {
         a.push("--tty".into());

@@ -43,6 +43,9 @@ pub struct ShimConfig {
     pub stdin: bool,
     /// The json-file log; `None` = log driver "none".
     pub log: Option<LogOpts>,
+    /// The container's cgroup path (`linux.cgroupsPath`), if the caller knows it: a standby
+    /// shim started with a cgroup pool in the same parent hands its directories over.
+    pub cgroup: Option<String>,
 }
 
 /// json-file log options.

@@ -70,6 +70,7 @@ impl Fixture {
                 max_size: 0,
                 max_file: 1,
             }),
+            cgroup: None,
         }
     }
 

@@ -257,18 +257,55 @@ fn a_created_init_holds_only_its_stdio_and_the_exec_fifo() {
     assert_eq!(c.wait().unwrap().code, 0);
 }
 
-/// A standby shim (started before its container is known) runs the container it is handed;
-/// one that is never used exits as soon as its owner drops it, leaving no process behind.
+/// A standby shim (started before its container is known) runs the container it is handed,
+/// in the cgroup directories it made while waiting; one that is never used exits as soon as
+/// its owner drops it, leaving no process and no cgroup directory behind.
 #[test]
 fn a_standby_shim_takes_a_container_and_an_unused_one_exits() {
+    let parent = format!("/berth-test-pool-{}", std::process::id());
+    let _parents = CgroupParent(parent.clone());
     let mut fx = Fixture::new(&["sh", "-c", "echo from-standby"]);
-    let cfg = fx.config(false, false);
+    let cgroup = format!("{parent}/{}", fx.id);
+    fx.bundle
+        .edit(|v| v["linux"]["cgroupsPath"] = serde_json::json!(cgroup));
+    let mut cfg = fx.config(false, false);
+    cfg.cgroup = Some(cgroup.clone());
     let dir = cfg.bundle.parent().unwrap().to_path_buf();
-    let sb = berth_shim::Standby::start(&shim_bin(), &dir).expect("start a standby shim");
+    let sb =
+        berth_shim::Standby::start(&shim_bin(), &dir, Some(&parent)).expect("start a standby shim");
+    // `.pool-PID` directories (any PID with `None`) under the parent, in every hierarchy.
+    let pool_dirs = |pid: Option<i32>| -> Vec<String> {
+        let prefix = pid.map_or_else(|| ".pool-".to_string(), |p| format!(".pool-{p}"));
+        let mut out = Vec::new();
+        for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            let Ok(rd) = std::fs::read_dir(h.path().join(parent.trim_start_matches('/'))) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if e.path().is_dir() && n.starts_with(&prefix) {
+                    out.push(e.path().display().to_string());
+                }
+            }
+        }
+        out
+    };
     let c = sb
         .spawn(&cfg)
         .expect("hand the container to the standby shim");
     assert_eq!(c.state().unwrap().status, Status::Created);
+    // Its cgroup is the pool's directories, renamed: none of them is left under the old name,
+    // and the container's init is in the memory one.
+    let init = c.state().unwrap().pid;
+    let memory = std::fs::read_to_string(format!("/sys/fs/cgroup/memory{cgroup}/cgroup.procs"))
+        .expect("the container's memory cgroup");
+    assert!(memory.lines().any(|l| l == init.to_string()), "{memory}");
+    let shim_pid = c.shim_pid().unwrap();
+    assert!(
+        pool_dirs(Some(shim_pid)).is_empty(),
+        "{:?}",
+        pool_dirs(Some(shim_pid))
+    );
     // Once it has a container it is named like any shim, and its command line still names
     // the directory it serves.
     let shim_pid = c.shim_pid().unwrap();
@@ -293,13 +330,23 @@ fn a_standby_shim_takes_a_container_and_an_unused_one_exits() {
             .collect()
     };
     let before = standby_pids();
-    let unused = berth_shim::Standby::start(&shim_bin(), &dir).expect("start a standby shim");
+    let unused =
+        berth_shim::Standby::start(&shim_bin(), &dir, Some(&parent)).expect("start a standby shim");
     let new: Vec<i32> = standby_pids()
         .into_iter()
         .filter(|p| !before.contains(p))
         .collect();
     assert_eq!(new.len(), 1, "one new standby shim: {new:?}");
     assert_eq!(comm(new[0]), "berth-standby");
+    // While it waits it holds a cgroup directory ready in every v1 hierarchy.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while pool_dirs(Some(new[0])).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the standby shim made no cgroup directories"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     drop(unused);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while std::path::Path::new(&format!("/proc/{}", new[0])).exists() {
@@ -314,6 +361,20 @@ fn a_standby_shim_takes_a_container_and_an_unused_one_exits() {
             new[0]
         );
         std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(pool_dirs(None).is_empty(), "{:?}", pool_dirs(None));
+}
+
+/// Removes a test's cgroup parent directories (in every hierarchy) when dropped.
+struct CgroupParent(String);
+
+impl Drop for CgroupParent {
+    fn drop(&mut self) {
+        if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+            for h in rd.flatten() {
+                let _ = std::fs::remove_dir(h.path().join(self.0.trim_start_matches('/')));
+            }
+        }
     }
 }
 

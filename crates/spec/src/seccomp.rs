@@ -539,7 +539,27 @@ const CAP_GROUPS: &[(&str, &str)] = &[
 
 /// The default profile for a container with `caps` on this host.
 pub(crate) fn default_for(caps: &[String]) -> LinuxSeccomp {
-    Profile::default_profile()
+    // Building and resolving the profile costs a few hundred microseconds of every create;
+    // its result depends only on the capability set (and the host, fixed for a process's
+    // life), so the last few are kept.
+    static CACHE: std::sync::Mutex<Vec<(Vec<String>, LinuxSeccomp)>> =
+        std::sync::Mutex::new(Vec::new());
+    const KEEP: usize = 8;
+    let mut key = caps.to_vec();
+    key.sort();
+    key.dedup();
+    let mut cache = CACHE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, hit)) = cache.iter().find(|(k, _)| *k == key) {
+        return hit.clone();
+    }
+    let resolved = Profile::default_profile()
         .resolve(caps, &Host::current())
-        .expect("the built-in profile has no malformed conditions")
+        .expect("the built-in profile has no malformed conditions");
+    if cache.len() >= KEEP {
+        cache.remove(0);
+    }
+    cache.push((key, resolved.clone()));
+    resolved
 }

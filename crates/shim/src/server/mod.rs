@@ -6,6 +6,7 @@
 //! the listening socket, the clients, the container's output fds and a signalfd for SIGCHLD.
 //! Every runtime operation runs as a child process (see [`runtime`]); the loop waits for it.
 
+mod cgpool;
 mod log;
 mod runtime;
 
@@ -47,6 +48,8 @@ struct Config {
     tty: bool,
     stdin: bool,
     log: Option<LogOpts>,
+    /// `--cgroup PATH`: the container's cgroup path (for a standby shim's pool).
+    cgroup: Option<String>,
     report_fd: Option<RawFd>,
     /// `--daemonize`: fork at once and go on in a new session in the child, so whoever
     /// spawned us only waits for a process that exits right away (see `client::spawn`).
@@ -62,6 +65,7 @@ fn parse_args(args: &[OsString]) -> Result<Config, String> {
     let mut log_path: Option<PathBuf> = None;
     let (mut max_size, mut max_file) = (0u64, 1u32);
     let mut report_fd = None;
+    let mut cgroup = None;
     let mut daemonize = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -79,6 +83,7 @@ fn parse_args(args: &[OsString]) -> Result<Config, String> {
             "--tty" => tty = true,
             "--stdin" => stdin = true,
             "--daemonize" => daemonize = true,
+            "--cgroup" => cgroup = Some(value()?.to_string_lossy().into_owned()),
             "--log" => log_path = Some(PathBuf::from(value()?)),
             "--log-max-size" => {
                 max_size = value()?
@@ -115,6 +120,7 @@ fn parse_args(args: &[OsString]) -> Result<Config, String> {
             max_size,
             max_file,
         }),
+        cgroup,
         report_fd,
         daemonize,
     })
@@ -156,6 +162,7 @@ impl Report {
 /// Entry point of `berth-shim shim ...`; returns the exit code.
 pub(crate) fn main(args: &[OsString]) -> i32 {
     let received;
+    let mut pool = None;
     let args = if args.iter().any(|a| a == "--standby") {
         // A standby shim (`client::Standby`): detach now, then wait for the container's
         // arguments on stdin; end-of-file without any means it is not needed. Named before
@@ -167,39 +174,55 @@ pub(crate) fn main(args: &[OsString]) -> i32 {
                 return 1;
             }
         }
+        // `--standby DIR` only tells `ps` whose shim this is; `--cgroup-pool PARENT` asks for
+        // the container's cgroup directories to be made while waiting (`cgpool`).
+        let mut own: Vec<OsString> = Vec::with_capacity(args.len());
+        let mut pool_parent = None;
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            match a.to_str() {
+                Some("--standby") => {
+                    it.next();
+                }
+                Some("--cgroup-pool") => pool_parent = it.next().cloned(),
+                Some("--daemonize") => {}
+                _ => own.push(a.clone()),
+            }
+        }
+        pool = pool_parent.and_then(|p| cgpool::Pool::create(&p.to_string_lossy()));
         received = match read_standby_args() {
             Ok(Some(more)) => more,
-            Ok(None) => return 0,
+            Ok(None) => {
+                if let Some(p) = &pool {
+                    p.remove();
+                }
+                return 0;
+            }
             Err(e) => {
+                if let Some(p) = &pool {
+                    p.remove();
+                }
                 eprintln!("berth-shim: {e}");
                 return 1;
             }
         };
         set_process_name(c"berth-shim");
-        let mut all: Vec<OsString> = Vec::with_capacity(args.len() + received.len());
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            match a.to_str() {
-                // `--standby DIR`: DIR only tells `ps` whose shim this is.
-                Some("--standby") => {
-                    it.next();
-                }
-                Some("--daemonize") => {}
-                _ => all.push(a.clone()),
-            }
-        }
-        all.extend(received);
-        all
+        own.extend(received);
+        own
     } else {
         args.to_vec()
     };
     let cfg = match parse_args(&args) {
         Ok(c) => c,
         Err(e) => {
+            if let Some(p) = &pool {
+                p.remove();
+            }
             eprintln!("berth-shim: {e}");
             return 2;
         }
     };
+    let pooled = pool.map_or_else(Vec::new, |p| p.hand_to(cfg.cgroup.as_deref()));
     if cfg.daemonize {
         if let Err(e) = daemonize() {
             eprintln!("berth-shim: {e}");
@@ -223,6 +246,10 @@ pub(crate) fn main(args: &[OsString]) -> i32 {
             shim.serve()
         }
         Err(e) => {
+            // The runtime removed what it made of the cgroup; not what it never got to.
+            for d in &pooled {
+                let _ = std::fs::remove_dir(d);
+            }
             report.send(&format!("err {}\n", e.replace('\n', " ")));
             report.finish();
             1
@@ -527,6 +554,7 @@ fn setup(cfg: &Config) -> Result<Shim, String> {
             tty: cfg.tty,
             stdin: cfg.stdin,
             log: cfg.log.clone(),
+            cgroup: None,
             report_fd: None,
             daemonize: false,
         },
