@@ -1076,3 +1076,80 @@ fn ordinary_networks_are_isolated_from_each_other() {
     assert!(!rules.contains(&chain), "{rules}");
     assert_no_leftovers(&b, &[br1, br2], &[s1, s2], &[a1, c2]);
 }
+
+/// `--network none` gives each container a network namespace of its own with the loopback
+/// interface up (as Docker's), whether its shim was started ahead of need or not; `--network
+/// host` shares the host's, even right after a `none` container (whose standby shim had made a
+/// namespace for it).
+#[test]
+fn none_has_its_own_namespace_with_loopback_up_and_host_shares_the_hosts() {
+    let b = Berth::new();
+    b.busybox();
+    let host_ns = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let host_ns = host_ns.to_string_lossy().into_owned();
+    let script = "readlink /proc/self/ns/net; cat /sys/class/net/lo/flags; \
+                  ping -c 1 -W 2 127.0.0.1 >/dev/null && echo ping-ok";
+    // Several in a row (the standby shim's path), then a burst (fresh shims' path).
+    for _ in 0..3 {
+        let out = b.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "busybox",
+            "sh",
+            "-c",
+            script,
+        ]);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        assert_ne!(
+            lines[0], host_ns,
+            "a none container in the host's namespace: {out}"
+        );
+        let flags = u32::from_str_radix(lines[1].trim_start_matches("0x"), 16).unwrap();
+        assert_eq!(flags & 1, 1, "loopback is down: {out}");
+        assert_eq!(lines[2], "ping-ok", "{out}");
+        let out = b.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "busybox",
+            "readlink",
+            "/proc/self/ns/net",
+        ]);
+        assert_eq!(
+            out.trim(),
+            host_ns,
+            "a host container outside the host's namespace"
+        );
+    }
+    let outs: Vec<std::process::Output> = std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    b.run(&[
+                        "run",
+                        "--rm",
+                        "--network",
+                        "none",
+                        "busybox",
+                        "sh",
+                        "-c",
+                        script,
+                    ])
+                })
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    for out in outs {
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert_ne!(lines[0], host_ns, "{text}");
+        assert_eq!(lines[2], "ping-ok", "{text}");
+    }
+}

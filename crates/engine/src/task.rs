@@ -69,6 +69,7 @@ impl Engine {
                 runtime_root: self.runtime_root(),
                 runtime: m.rec.runtime.clone(),
                 cgroup: Some(m.rec.cgroups_path.clone()),
+                new_netns: conf.network_mode == "none",
                 tty: conf.tty,
                 stdin: conf.open_stdin,
                 log: m.rec.log_path.clone().map(|path| LogOpts {

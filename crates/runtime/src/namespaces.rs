@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Context, Result};
+use crate::error::{Context, Error, Result};
 
 /// Every namespace kind, in the order we join them (user last; see module doc).
 pub const JOIN_ORDER: [LinuxNamespaceType; 8] = [
@@ -185,6 +185,46 @@ pub fn enter(fd: impl AsFd, kind: NsKind, what: &Path) -> Result<()> {
             what.display()
         )
     })
+}
+
+/// Bring the loopback interface of this process's network namespace up, as a fresh namespace
+/// has it down (Docker's `--network none` containers have it up, with 127.0.0.1).
+pub fn loopback_up() -> Result<()> {
+    let sock = rustix::net::socket_with(
+        rustix::net::AddressFamily::INET,
+        rustix::net::SocketType::DGRAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )
+    .ctx(|| "open a socket to configure the loopback interface")?;
+    // SAFETY: an all-zero ifreq is valid; the name "lo" and its NUL fit in IFNAMSIZ.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *s as libc::c_char;
+    }
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
+    // SAFETY: SIOCGIFFLAGS fills ifr_flags of the valid ifreq we pass.
+    if unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(Error::sys(
+            "read the loopback interface's flags",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: the union's ifru_flags member is the one SIOCGIFFLAGS set.
+    unsafe {
+        // IFF_UP | IFF_RUNNING is 0x41: it fits the 16-bit flags field.
+        #[allow(clippy::cast_possible_truncation)]
+        let up = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        req.ifr_ifru.ifru_flags |= up;
+    }
+    // SAFETY: SIOCSIFFLAGS reads the valid ifreq we pass.
+    if unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(Error::sys(
+            "bring the loopback interface up",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -48,6 +48,7 @@ fn main() {
             max_file: 1,
         }),
         cgroup: None,
+        new_netns: false,
     };
     let c = berth_shim::spawn(&shim, &cfg).expect("spawn");
     let pid = c.shim_pid().unwrap();

@@ -147,6 +147,9 @@ fn shim_args(cfg: &ShimConfig) -> Vec<std::ffi::OsString> {
     if let Some(cg) = &cfg.cgroup {
         a.extend(["--cgroup".into(), cg.clone().into()]);
     }
+    if cfg.new_netns {
+        a.push("--new-netns".into());
+    }
     if cfg.tty {
         a.push("--tty".into());
     }

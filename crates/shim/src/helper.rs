@@ -94,6 +94,10 @@ fn run(a: &Args) -> Result<(), String> {
     // This process is single-threaded (a forked copy of the shim, or `berth-shim runtime`):
     // a container's init may skip the re-exec where the runtime finds that safe.
     rt.inline_init = true;
+    // Loopback up in a new network namespace, as Docker has it; the shim's own namespace is
+    // the container's when the shim made it for that (a standby shim).
+    rt.docker_netns = true;
+    rt.caller_netns_is_fresh = crate::server::in_fresh_netns();
     let verb = a.words.first().map(String::as_str).unwrap_or("");
     let id = a
         .words

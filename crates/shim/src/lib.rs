@@ -46,6 +46,10 @@ pub struct ShimConfig {
     /// The container's cgroup path (`linux.cgroupsPath`), if the caller knows it: a standby
     /// shim started with a cgroup pool in the same parent hands its directories over.
     pub cgroup: Option<String>,
+    /// The container asks for a new network namespace without a path (`--network none`): a
+    /// standby shim may give it the fresh one it made while waiting (loopback already up).
+    /// Must be false for any container that shares the host's network or joins another one.
+    pub new_netns: bool,
 }
 
 /// json-file log options.

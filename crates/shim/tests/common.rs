@@ -71,6 +71,7 @@ impl Fixture {
                 max_file: 1,
             }),
             cgroup: None,
+            new_netns: false,
         }
     }
 

@@ -361,8 +361,22 @@ fn create_claimed(
         ),
         None => None,
     };
+    // A new network namespace without a path: the caller's own, fresh one when it has made
+    // one for this container (see `Runtime::docker_netns`).
+    let wants_new_net = c
+        .plan
+        .creates(oci_spec::runtime::LinuxNamespaceType::Network);
+    let mut clone_plan = c.plan.clone();
+    if rt.docker_netns
+        && rt.caller_netns_is_fresh
+        && wants_new_net
+        && !c.plan.has(oci_spec::runtime::LinuxNamespaceType::User)
+    {
+        clone_plan.new_flags &=
+            !crate::namespaces::clone_flag(oci_spec::runtime::LinuxNamespaceType::Network);
+    }
     let spawned = spawn::spawn(Request {
-        plan: c.plan.clone(),
+        plan: clone_plan,
         id_maps: if userns_new { id_maps(&c.spec) } else { None },
         time_offsets: time_offsets(&c.spec),
         pid_ns: None,
@@ -424,6 +438,7 @@ fn create_claimed(
             cgroup_mounts,
             cgroup_symlinks: c.cgroup.container_symlinks(),
             join_cgroups,
+            loopback_up: rt.docker_netns && wants_new_net,
         })),
     };
     spawned.channel.send(&Msg::Init(Box::new(config)))?;

@@ -24,6 +24,15 @@ pub struct Runtime {
     /// create). Saves an exec and a parse of config.json per container. Off by default: set it
     /// in single-threaded programs such as the shim.
     pub inline_init: bool,
+    /// Give a container a fresh network namespace the way Docker does: with its loopback
+    /// interface up. And when the caller already runs in a network namespace of its own that
+    /// it made for this container (`caller_netns_is_fresh`), a container asking for a new
+    /// network namespace without a path (and no new user namespace, which would have to own
+    /// it) gets that one instead of a second new one. Off by default (runc leaves loopback
+    /// down); the shim sets it.
+    pub docker_netns: bool,
+    /// See [`Runtime::docker_netns`].
+    pub caller_netns_is_fresh: bool,
 }
 
 impl Runtime {
@@ -33,6 +42,8 @@ impl Runtime {
             root: Root::new(root),
             systemd_cgroup: false,
             inline_init: false,
+            docker_netns: false,
+            caller_netns_is_fresh: false,
         }
     }
 

@@ -41,6 +41,10 @@ pub(super) fn run(
         let fd = namespaces::open(path)?;
         namespaces::enter(&fd, NsKind::Mount, path)?;
     }
+    if role.loopback_up {
+        // Best effort: a container without a working loopback still runs.
+        let _ = namespaces::loopback_up();
+    }
     if plan.creates(LinuxNamespaceType::Cgroup) {
         // Only now, inside the container's cgroup, so that cgroup becomes the namespace root.
         // SAFETY: a new cgroup namespace changes no memory or fd state of this process.

@@ -83,6 +83,10 @@ pub struct InitRole {
     /// v1 cgroup directories the init moves itself into, first thing (see
     /// `berth_cgroups::join_self`); empty when the runtime moved it.
     pub join_cgroups: Vec<PathBuf>,
+    /// Bring up the loopback interface of the container's new network namespace
+    /// (`Runtime::docker_netns`).
+    #[serde(default)]
+    pub loopback_up: bool,
 }
 
 /// Exec-only settings.

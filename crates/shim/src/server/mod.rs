@@ -50,6 +50,8 @@ struct Config {
     log: Option<LogOpts>,
     /// `--cgroup PATH`: the container's cgroup path (for a standby shim's pool).
     cgroup: Option<String>,
+    /// `--new-netns`: the container wants a new network namespace without a path.
+    new_netns: bool,
     report_fd: Option<RawFd>,
     /// `--daemonize`: fork at once and go on in a new session in the child, so whoever
     /// spawned us only waits for a process that exits right away (see `client::spawn`).
@@ -66,6 +68,7 @@ fn parse_args(args: &[OsString]) -> Result<Config, String> {
     let (mut max_size, mut max_file) = (0u64, 1u32);
     let mut report_fd = None;
     let mut cgroup = None;
+    let mut new_netns = false;
     let mut daemonize = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -84,6 +87,7 @@ fn parse_args(args: &[OsString]) -> Result<Config, String> {
             "--stdin" => stdin = true,
             "--daemonize" => daemonize = true,
             "--cgroup" => cgroup = Some(value()?.to_string_lossy().into_owned()),
+            "--new-netns" => new_netns = true,
             "--log" => log_path = Some(PathBuf::from(value()?)),
             "--log-max-size" => {
                 max_size = value()?
@@ -121,6 +125,7 @@ fn parse_args(args: &[OsString]) -> Result<Config, String> {
             max_file,
         }),
         cgroup,
+        new_netns,
         report_fd,
         daemonize,
     })
@@ -163,6 +168,7 @@ impl Report {
 pub(crate) fn main(args: &[OsString]) -> i32 {
     let received;
     let mut pool = None;
+    let mut netns = None;
     let args = if args.iter().any(|a| a == "--standby") {
         // A standby shim (`client::Standby`): detach now, then wait for the container's
         // arguments on stdin; end-of-file without any means it is not needed. Named before
@@ -190,6 +196,7 @@ pub(crate) fn main(args: &[OsString]) -> i32 {
             }
         }
         pool = pool_parent.and_then(|p| cgpool::Pool::create(&p.to_string_lossy()));
+        netns = FreshNetns::make();
         received = match read_standby_args() {
             Ok(Some(more)) => more,
             Ok(None) => {
@@ -223,6 +230,15 @@ pub(crate) fn main(args: &[OsString]) -> i32 {
         }
     };
     let pooled = pool.map_or_else(Vec::new, |p| p.hand_to(cfg.cgroup.as_deref()));
+    if let Some(n) = netns {
+        if let Err(e) = n.hand_to(cfg.new_netns) {
+            for d in &pooled {
+                let _ = std::fs::remove_dir(d);
+            }
+            eprintln!("berth-shim: {e}");
+            return 1;
+        }
+    }
     if cfg.daemonize {
         if let Err(e) = daemonize() {
             eprintln!("berth-shim: {e}");
@@ -260,6 +276,60 @@ pub(crate) fn main(args: &[OsString]) -> i32 {
 /// Set this process's name (`comm`, as `ps` and `/proc/PID/comm` show it); best effort.
 fn set_process_name(name: &std::ffi::CStr) {
     let _ = rustix::thread::set_name(name);
+}
+
+/// A network namespace a standby shim made for itself while waiting (loopback up), with the
+/// one it came from.
+struct FreshNetns {
+    original: OwnedFd,
+}
+
+/// Whether this process sits in a fresh network namespace made for its container (read by the
+/// forked runtime, see `berth_runtime::Runtime::caller_netns_is_fresh`).
+static IN_FRESH_NETNS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub(crate) fn in_fresh_netns() -> bool {
+    IN_FRESH_NETNS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+impl FreshNetns {
+    /// Move into a new network namespace with loopback up; `None` (and no change) if that
+    /// cannot be done.
+    fn make() -> Option<FreshNetns> {
+        let original = rustix::fs::open(
+            "/proc/self/ns/net",
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        // SAFETY: this process is single-threaded here; a new network namespace changes no
+        // memory or fd state.
+        unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }.ok()?;
+        let n = FreshNetns { original };
+        if berth_runtime::namespaces::loopback_up().is_err() {
+            let _ = n.leave();
+            return None;
+        }
+        Some(n)
+    }
+
+    /// Keep the namespace for a container that wants a new one (`wanted`), else go back to
+    /// the original one: a container that shares the host's network must not get this one.
+    fn hand_to(self, wanted: bool) -> Result<(), String> {
+        if wanted {
+            IN_FRESH_NETNS.store(true, std::sync::atomic::Ordering::Relaxed);
+            return Ok(());
+        }
+        self.leave()
+    }
+
+    fn leave(&self) -> Result<(), String> {
+        rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(&self.original),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .map_err(|e| format!("return to the original network namespace: {e}"))
+    }
 }
 
 /// A standby shim's arguments: NUL-terminated strings on stdin until end-of-file (`None` if
@@ -555,6 +625,7 @@ fn setup(cfg: &Config) -> Result<Shim, String> {
             stdin: cfg.stdin,
             log: cfg.log.clone(),
             cgroup: None,
+            new_netns: false,
             report_fd: None,
             daemonize: false,
         },
