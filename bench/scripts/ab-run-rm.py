@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""Compare two builds of Berth on `berth run --rm --network NET IMAGE true`, interleaved.
+
+usage: ab-run-rm.py DIR_A DIR_B [N [NET]]   (as root; N rounds, default 30; NET default none)
+
+DIR_A and DIR_B each hold `berth`, `berthd` and `berth-shim` (copy them out of the target
+directory after each build). Each build gets its own store under a temporary directory with a
+one-file busybox image (`berth import`); the rounds alternate A B / B A so that drift in the
+machine's load falls on both. Prints each build's median, p10 and p90 (wall time measured
+around the `berth` process, so a few hundred microseconds of Python are included in both) and
+B/A. On a shared or noisy machine the ratio is the figure to trust; `berth-bench engine` gives
+the absolute figures against the peers. Everything it made is removed at the end.
+"""
+import os, sys, subprocess, time, statistics, tempfile, shutil
+A, B = sys.argv[1], sys.argv[2]
+N = int(sys.argv[3]) if len(sys.argv) > 3 else 30
+NET = sys.argv[4] if len(sys.argv) > 4 else "none"
+work = tempfile.mkdtemp(prefix="ab.", dir="/tmp")
+rootfs = os.path.join(work, "rootfs"); os.makedirs(rootfs + "/bin")
+shutil.copy("/bin/busybox", rootfs + "/bin/busybox")
+for a in ["sh", "true"]:
+    os.symlink("busybox", f"{rootfs}/bin/{a}")
+for d in ["etc", "proc", "sys", "dev", "tmp"]:
+    os.makedirs(f"{rootfs}/{d}", exist_ok=True)
+tar = os.path.join(work, "rootfs.tar")
+subprocess.check_call(["tar", "-C", rootfs, "-cf", tar, "."])
+roots = {}
+for name, d in (("A", A), ("B", B)):
+    r = os.path.join(work, name)
+    roots[name] = (d, r)
+    subprocess.check_call([f"{d}/berth", "--root", r, "import", tar, "abimg:latest"], stdout=subprocess.DEVNULL)
+    for _ in range(3):
+        subprocess.check_call([f"{d}/berth", "--root", r, "run", "--rm", "--network", NET, "abimg", "true"])
+res = {"A": [], "B": []}
+try:
+    for i in range(N):
+        for name in ("A", "B") if i % 2 == 0 else ("B", "A"):
+            d, r = roots[name]
+            t = time.perf_counter()
+            subprocess.check_call([f"{d}/berth", "--root", r, "run", "--rm", "--network", NET, "abimg", "true"])
+            res[name].append((time.perf_counter() - t) * 1000)
+finally:
+    for name, (d, r) in roots.items():
+        try:
+            pid = int(open(f"{r}/run/berthd.pid").read().strip())
+            os.kill(pid, 15)
+            for _ in range(100):
+                if not os.path.exists(f"/proc/{pid}"): break
+                time.sleep(0.05)
+        except Exception as e:
+            print("stop berthd:", e)
+        subprocess.call([f"{d}/berthd", "--root", r, "--state", f"{r}/run", "--remove-networks"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    subprocess.call(f"grep -o '{work}[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l", shell=True)
+    shutil.rmtree(work, ignore_errors=True)
+for name in ("A", "B"):
+    v = sorted(res[name])
+    print(f"{name} {roots[name][0]}: median {statistics.median(v):.2f} ms  p10 {v[len(v)//10]:.2f}  p90 {v[(len(v)*9)//10]:.2f}")
+print(f"B/A = {statistics.median(res['B'])/statistics.median(res['A']):.3f}")
