@@ -260,7 +260,7 @@ impl Engine {
         let shim_pidfd = client.shim_pid().ok().and_then(crate::container::pidfd);
         let deleted = shim_call(&client, "delete")
             .await
-            .and_then(|t| Client::deleted_exit(&t));
+            .and_then(|t| Client::exit_of(&t));
         if let Err(e) = &deleted {
             tracing::warn!("delete the task of container {}: {}", c.id, err_chain(e));
         }
@@ -803,7 +803,7 @@ impl Engine {
 /// Wait for the main process's exit on the shim's socket without blocking a thread.
 async fn wait_async(client: &Client) -> Result<ExitInfo, String> {
     let text = shim_call(client, "wait").await.map_err(|e| err_chain(&e))?;
-    Client::deleted_exit(&text).map_err(|e| err_chain(&e))
+    Client::exit_of(&text).map_err(|e| err_chain(&e))
 }
 
 /// A standby shim's report ([`berth_shim::Standby::give`]), read until it is complete or

@@ -52,15 +52,7 @@ impl Standby {
         if let Some(parent) = cgroup_pool {
             cmd.args(["--cgroup-pool", parent]);
         }
-        cmd.args(["--report-fd", "1", "--daemonize"])
-            .current_dir("/")
-            .stdin(Stdio::from(args_r))
-            .stdout(Stdio::from(report_w))
-            .stderr(Stdio::null());
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| Error::io(format!("start the shim {}", shim_bin.display()), e))?;
-        let _ = child.wait();
+        start_detached(cmd, shim_bin, Stdio::from(args_r), report_w)?;
         Ok(Standby {
             bin: shim_bin.to_path_buf(),
             args,
@@ -198,22 +190,7 @@ fn spawn_shim(shim_bin: &Path, cfg: &ShimConfig) -> Result<Client> {
     cmd.arg("shim").args(shim_args(cfg));
     // The report pipe is the shim's stdout; `--daemonize` makes the process we spawn fork
     // and exit, so the shim is not our child and we reap only that intermediate process.
-    // Without a `pre_exec` hook std spawns with posix_spawn (a vfork), which does not copy
-    // this (large, multi-threaded) process the way fork would.
-    cmd.arg("--report-fd")
-        .arg("1")
-        .arg("--daemonize")
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(report_w))
-        .stderr(Stdio::null());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| Error::io(format!("start the shim {}", shim_bin.display()), e))?;
-    let _ = child.wait();
-    // The command holds our copy of the pipe's writing end: the read below ends at EOF only
-    // once it is gone.
-    drop(cmd);
+    start_detached(cmd, shim_bin, Stdio::null(), report_w)?;
     match read_report(report_r, cfg) {
         Reported::Outcome(r) => r,
         Reported::NoPid => Err(Error::ShimDied(format!(
@@ -221,6 +198,29 @@ fn spawn_shim(shim_bin: &Path, cfg: &ShimConfig) -> Result<Client> {
             cfg.id
         ))),
     }
+}
+
+/// Run `cmd` (a shim) with `--report-fd 1 --daemonize`: its stdout is `report_w`, it forks
+/// and its first process exits at once, which is reaped here. Without a `pre_exec` hook std
+/// spawns with posix_spawn (a vfork), which does not copy this (large, multi-threaded) process
+/// the way fork would. `cmd`, and with it our copy of `report_w`, is dropped before returning,
+/// so a reader of the report sees end-of-file once the shim is gone.
+fn start_detached(
+    mut cmd: Command,
+    shim_bin: &Path,
+    stdin: Stdio,
+    report_w: OwnedFd,
+) -> Result<()> {
+    cmd.args(["--report-fd", "1", "--daemonize"])
+        .current_dir("/")
+        .stdin(stdin)
+        .stdout(Stdio::from(report_w))
+        .stderr(Stdio::null());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::io(format!("start the shim {}", shim_bin.display()), e))?;
+    let _ = child.wait();
+    Ok(())
 }
 
 enum Reported {
@@ -449,24 +449,12 @@ impl Client {
         Self::exit_from(&self.simple("wait")?)
     }
 
-    /// [`Client::wait`] for callers that wait on many shims at once (berthd, from an async
-    /// runtime, with no thread per container): connect and send the request, and return the
-    /// connection. Its answer is one frame, `[kind u8][len u32 big-endian][payload]` (at most
-    /// [`crate::MAX_ANSWER`] bytes), arriving when the main process exits; decode it with
-    /// [`Client::wait_answer`]. Connecting to a unix socket and writing one small frame do not
-    /// block.
-    pub fn wait_begin(&self) -> Result<UnixStream> {
-        self.begin("wait")
-    }
-
-    /// Decode the frame that answers [`Client::wait_begin`].
-    pub fn wait_answer(&self, kind: u8, payload: &[u8]) -> Result<ExitInfo> {
-        Self::exit_from(&self.answer("wait", kind, payload)?)
-    }
-
-    /// Any request the way [`Client::wait_begin`] sends `wait`, for callers on an async
-    /// runtime that read the answer frame themselves (`start`, `delete`, ...): connect, send
-    /// `head`, return the connection. Neither step blocks on a listening shim.
+    /// One request for callers on an async runtime that read the answer frame themselves
+    /// (berthd waits on many shims at once, with no thread per container): connect, send
+    /// `head`, return the connection. Neither step blocks on a listening shim. The answer is
+    /// one frame, `[kind u8][len u32 big-endian][payload]` (at most [`crate::MAX_ANSWER`]
+    /// bytes); decode it with [`Client::answer`], then [`Client::exit_of`] (`wait`, `delete`)
+    /// or [`Client::started_state`] (`start`).
     pub fn begin(&self, head: &str) -> Result<UnixStream> {
         let sock = self.connection()?;
         write_frame(&sock, proto::REQUEST, head.as_bytes())
@@ -495,8 +483,8 @@ impl Client {
         Self::parse_state(text).map(Some)
     }
 
-    /// [`Client::delete`]'s answer: the exit of the main process.
-    pub fn deleted_exit(text: &str) -> Result<ExitInfo> {
+    /// The answer to `wait` or `delete`: the exit of the main process.
+    pub fn exit_of(text: &str) -> Result<ExitInfo> {
         Self::exit_from(text)
     }
 

@@ -145,7 +145,7 @@ pub use client::{
 };
 pub use error::{Error, Result};
 
-/// The largest frame a shim sends (the bound a reader of [`Client::wait_begin`]'s answer
+/// The largest frame a shim sends (the bound a reader of [`Client::begin`]'s answer
 /// should enforce).
 pub const MAX_ANSWER: usize = proto::MAX_FRAME;
 
