@@ -172,6 +172,7 @@ impl Drop for Env {
             }
         }
         let root = self.root.to_string_lossy().into_owned();
+        berth_testutil::host::let_standby_shims_finish(&root);
         for pid in berth_testutil::host::processes_with(&root) {
             let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
         }

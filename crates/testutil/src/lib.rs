@@ -357,6 +357,20 @@ pub mod host {
     }
 
     /// Whether any process has `needle` in its command line.
+    /// Wait (at most 5 s) for the idle standby shims among `processes_with(needle)` to exit
+    /// on their own, as they do once their daemon is gone: killing one instead would leave
+    /// the cgroup directories it made while waiting.
+    pub fn let_standby_shims_finish(needle: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while processes_with(needle).into_iter().any(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .is_ok_and(|c| c.trim() == "berth-standby")
+        }) && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     pub fn processes_with(needle: &str) -> Vec<u32> {
         let mut out = Vec::new();
         if let Ok(rd) = std::fs::read_dir("/proc") {

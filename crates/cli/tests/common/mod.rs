@@ -241,6 +241,7 @@ impl Drop for Berth {
         // (the default bridge included): bridges, leases, subnet claims, namespace files.
         self.purge_networks();
         // Anything still running from this root (shims, container processes holding its paths).
+        berth_testutil::host::let_standby_shims_finish(&dir);
         for pid in berth_testutil::host::processes_with(&dir) {
             // SAFETY: kill(2) of a leftover process of this test; no memory is involved.
             unsafe { libc::kill(i32::try_from(pid).unwrap_or(0), libc::SIGKILL) };
