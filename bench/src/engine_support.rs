@@ -714,7 +714,7 @@ impl Ctr {
     /// containerd's pid.
     pub fn daemon_mem(&self) -> Option<Mem> {
         let d = self.daemon.as_ref()?;
-        d.pid().and_then(Mem::of)
+        d.daemon.pid().and_then(Mem::of)
     }
 
     /// containerd-shim-runc-v2 processes of this containerd (their `-address` is our socket).
@@ -767,7 +767,7 @@ impl Ctr {
             eprintln!("berth-bench: cleanup: ctr: {e}");
         }
         if let Some(mut d) = self.daemon.take() {
-            d.stop();
+            d.daemon.stop();
         }
         for pid in self.shims() {
             kill_tree(pid);

@@ -9,8 +9,8 @@ use serde_json::{Map, Value, json};
 
 use crate::pull_args::{PullArgs, TOOLS};
 use crate::pull_support::{
-    Containerd, Image, Measured, Running, Scratch, count_entries, drop_caches, measure, output,
-    remove_tree, sync,
+    Containerd, Daemon, Image, Measured, Running, Scratch, count_entries, drop_caches, measure,
+    output, remove_tree, start_berthd, sync,
 };
 use crate::stats::Summary;
 use crate::{Host, Result, check_interrupted, require_root, version, which};
@@ -28,6 +28,8 @@ const NAMESPACE: &str = "bench";
 /// The resolved programs.
 struct Tools {
     berth: PathBuf,
+    /// berthd beside `berth`, where the pull's work happens; none for a stand-in script.
+    berthd: Option<PathBuf>,
     containerd: PathBuf,
     ctr: PathBuf,
     podman: PathBuf,
@@ -95,9 +97,13 @@ pub fn run(a: &PullArgs) -> Result<()> {
         image.manifest
     );
     println!(
-        "  berth: {} ({})",
+        "  berth: {} ({}); berthd: {}",
         version(&tools.berth),
-        tools.berth.display()
+        tools.berth.display(),
+        tools
+            .berthd
+            .as_ref()
+            .map_or_else(|| "none beside it".into(), |p| p.display().to_string())
     );
     for bin in [
         &tools.containerd,
@@ -209,8 +215,13 @@ fn resolve(a: &PullArgs) -> Result<Tools> {
             a.berth.display()
         ));
     };
+    let berthd = berth
+        .parent()
+        .map(|d| d.join("berthd"))
+        .filter(|p| p.is_file());
     Ok(Tools {
         berth,
+        berthd,
         containerd: tool(&a.containerd, "containerd")?,
         ctr: tool(&a.ctr, "containerd")?,
         podman: tool(&a.podman, "podman")?,
@@ -240,31 +251,47 @@ fn pull_once(name: &str, ctx: &Ctx, round: usize) -> Result<Sample> {
     let dir = ctx.scratch.fresh(&format!("{name}-{}", round + 1))?;
     let sample = match name {
         "berth" => {
+            // berthd does the pull: started before it, as containerd is for ctr, and its peak
+            // RSS is the pull's (the CLI only streams progress).
+            let mut daemon = t
+                .berthd
+                .as_ref()
+                .map(|bin| start_berthd(bin, &dir))
+                .transpose()?;
+            let before = daemon.as_ref().map(Daemon::rss_kib).transpose()?;
             let mut cmd = Command::new(&t.berth);
             cmd.arg("--root")
                 .arg(&dir)
                 .args(["pull", "-q"])
                 .arg(&ctx.reference);
             let m = measure(&mut cmd)?;
-            let s = simple(m);
+            let mut s = simple(m);
+            if let (Some(d), Some((before, _))) = (daemon.as_ref(), before) {
+                let hwm = d.rss_kib()?.1;
+                s.daemon = Some((hwm, before));
+                s.rss_kib = hwm;
+            }
             check_unpacked("berth pull", &dir, ctx.image)?;
+            if let Some(d) = daemon.as_mut() {
+                d.stop();
+            }
             s
         }
         "ctr" => {
             let mut daemon = Containerd::start(&t.containerd, &dir)?;
-            let (before, _) = daemon.rss_kib()?;
+            let (before, _) = daemon.daemon.rss_kib()?;
             let mut cmd = Command::new(&t.ctr);
             cmd.arg("-a")
-                .arg(daemon.socket())
+                .arg(daemon.daemon.socket())
                 .args(["-n", NAMESPACE, "images", "pull", "--plain-http"])
                 .args(["--snapshotter", "overlayfs"])
                 .arg(&ctx.reference);
             let m = measure(&mut cmd)?;
             let mut s = simple(m);
-            s.daemon = Some((daemon.rss_kib()?.1, before));
+            s.daemon = Some((daemon.daemon.rss_kib()?.1, before));
             // The pull unpacked: one committed overlayfs snapshot per layer.
             let mut ls = Command::new(&t.ctr);
-            ls.arg("-a").arg(daemon.socket()).args([
+            ls.arg("-a").arg(daemon.daemon.socket()).args([
                 "-n",
                 NAMESPACE,
                 "snapshots",
@@ -283,7 +310,7 @@ fn pull_once(name: &str, ctx: &Ctx, round: usize) -> Result<Sample> {
                 ));
             }
             check_unpacked("ctr images pull", &daemon.root(), ctx.image)?;
-            daemon.stop();
+            daemon.daemon.stop();
             s
         }
         "podman" => {
@@ -420,7 +447,7 @@ fn report(
         "peak RSS MiB"
     );
     let mut pulls = Map::new();
-    let mut daemon_line = None;
+    let mut daemon_lines = Vec::new();
     for (name, v) in names.iter().zip(samples) {
         let secs = summary(&|s| s.secs, v).ok_or_else(|| format!("{name} has no samples"))?;
         let sync = summary(&|s| s.sync_secs, v).ok_or("no sync samples")?;
@@ -457,18 +484,28 @@ fn report(
                 .ok_or("no containerd samples")?;
             j["containerd_peak_rss_kib"] = json!({ "median": hwm.median, "max": hwm.max });
             j["containerd_rss_before_kib"] = json!({ "median": base.median });
-            daemon_line = Some(format!(
+            daemon_lines.push(format!(
                 "containerd daemon (where ctr's pull work happens): peak RSS {:.1} MiB median (VmHWM of a fresh daemon per pull), {:.1} MiB before the pull",
                 hwm.median / 1024.0,
+                base.median / 1024.0
+            ));
+        }
+        if *name == "berth"
+            && let Some(base) = summary(&|s| s.daemon.map_or(0.0, |(_, b)| kib_f64(b)), v)
+            && v.iter().all(|s| s.daemon.is_some())
+        {
+            j["berthd_rss_before_kib"] = json!({ "median": base.median });
+            daemon_lines.push(format!(
+                "berthd (where berth's pull work happens): its peak RSS is berth's row (VmHWM of a fresh daemon per pull); {:.1} MiB before the pull",
                 base.median / 1024.0
             ));
         }
         pulls.insert((*name).into(), j);
     }
     println!(
-        "peak RSS: ru_maxrss (wait4) of the process started; the floor's: the largest tar, with its gzip"
+        "peak RSS: ru_maxrss (wait4) of the process started; berth's: berthd's VmHWM; the floor's: the largest tar, with its gzip"
     );
-    if let Some(l) = daemon_line {
+    for l in daemon_lines {
         println!("{l}");
     }
 

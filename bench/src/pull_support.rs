@@ -397,11 +397,139 @@ const CONTAINERD_DISABLED_PLUGINS: &[&str] = &[
     "io.containerd.tracing.processor.v1.otlp",
 ];
 
-/// A containerd daemon whose root, state, temp dir, socket and log are all in `dir`; stopped
-/// (SIGTERM, then SIGKILL after 10 s) when dropped. The caller removes `dir` afterwards.
+/// A daemon the bench started in its own process group, with its log in a file; stopped
+/// (SIGTERM, then SIGKILL after 10 s) when dropped.
+#[derive(Debug)]
+pub struct Daemon {
+    name: &'static str,
+    child: Option<Child>,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Start `cmd` with its output in `log` and wait (at most 30 s) until `socket` accepts.
+    pub fn start(
+        name: &'static str,
+        mut cmd: Command,
+        socket: PathBuf,
+        log: PathBuf,
+    ) -> Result<Daemon> {
+        let out = File::create(&log).map_err(|e| format!("create {}: {e}", log.display()))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| format!("dup {name}'s log: {e}"))?;
+        // Its own process group: a Ctrl-C reaches the bench, which then stops it in order.
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("start {name}: {e}"))?;
+        let mut me = Daemon {
+            name,
+            child: Some(child),
+            socket,
+            log,
+        };
+        me.wait_ready()?;
+        Ok(me)
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The daemon's pid, while it runs.
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().and_then(|c| i32::try_from(c.id()).ok())
+    }
+
+    fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.child = None;
+                return Err(format!(
+                    "{} exited during start-up ({}): {}",
+                    self.name,
+                    describe(status),
+                    self.log_tail()
+                ));
+            }
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{} did not open {} within 30 s: {}",
+                    self.name,
+                    self.socket.display(),
+                    self.log_tail()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        tail(&std::fs::read_to_string(&self.log).unwrap_or_default(), 20)
+    }
+
+    /// `(VmRSS, VmHWM)` of the daemon in KiB: now, and the peak since it started.
+    pub fn rss_kib(&self) -> Result<(u64, u64)> {
+        let name = self.name;
+        let pid = self
+            .child
+            .as_ref()
+            .map(Child::id)
+            .ok_or_else(|| format!("{name} is not running"))?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .map_err(|e| format!("read /proc/{pid}/status of {name}: {e}"))?;
+        let field = |field: &str| -> Result<u64> {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .ok_or_else(|| format!("no {field} in /proc/{pid}/status"))
+        };
+        Ok((field("VmRSS:")?, field("VmHWM:")?))
+    }
+
+    /// Stop the daemon and wait for it.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+            // SAFETY: pid is our own child, not yet reaped, so it names no other process.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A containerd whose root, state, temp dir, socket and log are all in `dir`. The caller
+/// removes `dir` after stopping it.
 #[derive(Debug)]
 pub struct Containerd {
-    child: Option<Child>,
+    pub daemon: Daemon,
     dir: PathBuf,
 }
 
@@ -430,121 +558,39 @@ impl Containerd {
         let config_path = dir.join("config.toml");
         std::fs::write(&config_path, config)
             .map_err(|e| format!("write {}: {e}", config_path.display()))?;
-        let log_path = dir.join("containerd.log");
-        let log =
-            File::create(&log_path).map_err(|e| format!("create {}: {e}", log_path.display()))?;
-        let log2 = log
-            .try_clone()
-            .map_err(|e| format!("dup containerd's log: {e}"))?;
-        // Its own process group: a Ctrl-C reaches the bench, which then stops it in order.
-        let child = Command::new(bin)
-            .arg("--config")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .process_group(0)
-            .spawn()
-            .map_err(|e| format!("start {}: {e}", bin.display()))?;
-        let mut me = Containerd {
-            child: Some(child),
+        let mut cmd = Command::new(bin);
+        cmd.arg("--config").arg(&config_path);
+        let daemon = Daemon::start(
+            "containerd",
+            cmd,
+            dir.join("containerd.sock"),
+            dir.join("containerd.log"),
+        )?;
+        Ok(Containerd {
+            daemon,
             dir: dir.to_path_buf(),
-        };
-        me.wait_ready()?;
-        Ok(me)
-    }
-
-    pub fn socket(&self) -> PathBuf {
-        self.dir.join("containerd.sock")
-    }
-
-    /// The daemon's pid, while it runs.
-    pub fn pid(&self) -> Option<i32> {
-        self.child.as_ref().and_then(|c| i32::try_from(c.id()).ok())
+        })
     }
 
     /// Where containerd keeps content and snapshots.
     pub fn root(&self) -> PathBuf {
         self.dir.join("root")
     }
-
-    fn wait_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                self.child = None;
-                return Err(format!(
-                    "containerd exited during start-up ({}): {}",
-                    describe(status),
-                    self.log_tail()
-                ));
-            }
-            if std::os::unix::net::UnixStream::connect(self.socket()).is_ok() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "containerd did not open {} within 30 s: {}",
-                    self.socket().display(),
-                    self.log_tail()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log_tail(&self) -> String {
-        tail(
-            &std::fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default(),
-            20,
-        )
-    }
-
-    /// `(VmRSS, VmHWM)` of the daemon in KiB: now, and the peak since it started.
-    pub fn rss_kib(&self) -> Result<(u64, u64)> {
-        let pid = self
-            .child
-            .as_ref()
-            .map(Child::id)
-            .ok_or("containerd is not running")?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .map_err(|e| format!("read /proc/{pid}/status of containerd: {e}"))?;
-        let field = |name: &str| -> Result<u64> {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                .ok_or_else(|| format!("no {name} in /proc/{pid}/status"))
-        };
-        Ok((field("VmRSS:")?, field("VmHWM:")?))
-    }
-
-    /// Stop the daemon and wait for it.
-    pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if let Ok(pid) = libc::pid_t::try_from(child.id()) {
-            // SAFETY: pid is our own child, not yet reaped, so it names no other process.
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
 }
 
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        self.stop();
-    }
+/// A berthd for the store `root` (its state, socket and pid file in `root/run`), started the
+/// way `berth` would start it, but by the bench, so that the pull's time does not include the
+/// daemon's start, as ctr's does not include containerd's.
+pub fn start_berthd(bin: &Path, root: &Path) -> Result<Daemon> {
+    let mut cmd = Command::new(bin);
+    cmd.arg("--root").arg(root);
+    std::fs::create_dir_all(root).map_err(|e| format!("create {}: {e}", root.display()))?;
+    Daemon::start(
+        "berthd",
+        cmd,
+        root.join("run").join("berth.sock"),
+        root.join("berthd.log"),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
