@@ -253,6 +253,22 @@ pub struct Manager {
     held: Mutex<std::collections::HashMap<(String, String), Vec<ports::Held>>>,
     /// Networks whose firewall rules (masquerade or isolation) are known to be in place.
     firewall: Mutex<std::collections::HashSet<String>>,
+    /// The published ports of every attachment, by (container, network): read from the cached
+    /// results on first use, then kept by attach and detach (one daemon writes a root's
+    /// results). A start needs only these, and reading every result document for them made
+    /// each start cost time and transient memory in proportion to the containers running.
+    published: Mutex<Option<PublishedPorts>>,
+}
+
+type PublishedPorts = std::collections::HashMap<(String, String), Vec<PortMapping>>;
+
+/// The part of a cached result that the published-ports index reads.
+#[derive(Deserialize)]
+struct PortsOnly {
+    container_id: String,
+    network: String,
+    #[serde(default)]
+    ports: Vec<PortMapping>,
 }
 
 fn valid_name(n: &str) -> bool {
@@ -288,6 +304,7 @@ impl Manager {
             lock: Mutex::new(()),
             held: Mutex::new(std::collections::HashMap::new()),
             firewall: Mutex::new(std::collections::HashSet::new()),
+            published: Mutex::new(None),
         };
         for d in [m.dir(), m.dir().join("results"), m.ipam_dir()] {
             std::fs::create_dir_all(&d).map_err(|e| Error::io("create", &d, e))?;
@@ -859,13 +876,53 @@ impl Manager {
                 ));
             }
         }
-        let others: Vec<PortMapping> = self
-            .all_attachments()
-            .into_iter()
-            .filter(|a| a.container_id != container)
-            .flat_map(|a| a.ports)
-            .collect();
-        let (ports, held) = ports::resolve(&opts.ports, &others)?;
+        let key = (container.to_owned(), net.name.clone());
+        let (ports, held) = self.with_published(|published| {
+            // Under the lock from the look at the others to recording ours, so two starts
+            // never both take the same free port.
+            let others: Vec<PortMapping> = published
+                .iter()
+                .filter(|((c, _), _)| c != container)
+                .flat_map(|(_, p)| p.iter().cloned())
+                .collect();
+            let (ports, held) = ports::resolve(&opts.ports, &others)?;
+            published.insert(key.clone(), ports.clone());
+            Ok::<_, Error>((ports, held))
+        })?;
+        let attached = self.attach_resolved(container, netns, net, opts, ports, held);
+        if attached.is_err() {
+            self.with_published(|p| p.remove(&key));
+        }
+        attached
+    }
+
+    /// Run `f` on the published-ports index, read from the cached results the first time.
+    fn with_published<R>(&self, f: impl FnOnce(&mut PublishedPorts) -> R) -> R {
+        let mut g = self.published.lock().unwrap_or_else(|p| p.into_inner());
+        let map = g.get_or_insert_with(|| {
+            let dir = self.dir().join("results");
+            std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| {
+                    serde_json::from_slice::<PortsOnly>(&std::fs::read(e.path()).ok()?).ok()
+                })
+                .map(|a| ((a.container_id, a.network), a.ports))
+                .collect()
+        });
+        f(map)
+    }
+
+    fn attach_resolved(
+        &self,
+        container: &str,
+        netns: &Path,
+        net: &Network,
+        opts: &AttachOptions,
+        ports: Vec<PortMapping>,
+        held: Vec<ports::Held>,
+    ) -> Result<Attachment, Error> {
         let mut list = self.read_conflist(net);
         if ports.is_empty() {
             // Every plugin is a fork and exec of a Go binary: skip portmap when it has nothing
@@ -987,8 +1044,16 @@ impl Manager {
         };
         cni::del_list(&inv, &att.conflist, Some(&att.result), &att.runtime)?;
         // The DNAT rules are gone: the host ports are free for others again.
-        self.held_ports()
-            .remove(&(container.to_owned(), network.to_owned()));
+        let key = (container.to_owned(), network.to_owned());
+        self.held_ports().remove(&key);
+        if let Some(map) = self
+            .published
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            map.remove(&key);
+        }
         std::fs::remove_file(&p).map_err(|e| Error::io("remove", &p, e))
     }
 

@@ -98,6 +98,52 @@ fn attach_publish_detach_leaves_nothing() {
 }
 
 #[test]
+fn a_published_host_port_is_refused_while_taken_and_free_again_after_detach() {
+    let r = Root::new(None);
+    let net = r.m.ensure_default().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let publish = |m: &Manager, id: &str| {
+        let ns = m.create_netns(id).unwrap();
+        let res = m.attach(
+            id,
+            &ns,
+            &net,
+            &AttachOptions {
+                ifname: "eth0".into(),
+                ports: vec![parse_publish(&format!("127.0.0.1:{port}:80")).unwrap()],
+                ..Default::default()
+            },
+        );
+        if res.is_err() {
+            m.detach_all(id, false).unwrap();
+        }
+        res
+    };
+    let (a, b, c) = (
+        berth_testutil::unique_id("porta"),
+        berth_testutil::unique_id("portb"),
+        berth_testutil::unique_id("portc"),
+    );
+    publish(&r.m, &a).unwrap();
+    let err = publish(&r.m, &b).unwrap_err().to_string();
+    assert!(err.contains("already in use"), "{err}");
+    assert!(r.m.attachments(&b).is_empty());
+    // A manager opened later (a restarted daemon) knows the port from the cached results.
+    let m2 = Manager::open(r.m.config().clone()).unwrap();
+    let err = publish(&m2, &b).unwrap_err().to_string();
+    assert!(err.contains("already in use"), "{err}");
+    // Once the holder is gone, the port is free for the next container.
+    r.m.detach_all(&a, false).unwrap();
+    let att = publish(&r.m, &c).unwrap();
+    assert_eq!(att.ports[0].host_port, port);
+    r.m.detach_all(&c, false).unwrap();
+}
+
+#[test]
 fn overlapping_subnet_is_refused() {
     let r = Root::new(None);
     let a =
