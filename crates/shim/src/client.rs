@@ -201,9 +201,11 @@ fn spawn_shim(shim_bin: &Path, cfg: &ShimConfig) -> Result<Client> {
 }
 
 /// Run `cmd` (a shim) with `--report-fd 1 --daemonize`: its stdout is `report_w`, it forks
-/// and its first process exits at once, which is reaped here. Without a `pre_exec` hook std
-/// spawns with posix_spawn (a vfork), which does not copy this (large, multi-threaded) process
-/// the way fork would. `cmd`, and with it our copy of `report_w`, is dropped before returning,
+/// and its first process exits at once, which is reaped here. std spawns with posix_spawn (a
+/// vfork), which does not copy this (large, multi-threaded) process the way fork would, as
+/// long as nothing needs code between fork and exec: no `pre_exec` hook, and no
+/// `current_dir`, since in a static binary std cannot find glibc's
+/// `posix_spawn_file_actions_addchdir_np` and falls back to fork (the shim enters `/` itself). `cmd`, and with it our copy of `report_w`, is dropped before returning,
 /// so a reader of the report sees end-of-file once the shim is gone.
 fn start_detached(
     mut cmd: Command,
@@ -212,7 +214,6 @@ fn start_detached(
     report_w: OwnedFd,
 ) -> Result<()> {
     cmd.args(["--report-fd", "1", "--daemonize"])
-        .current_dir("/")
         .stdin(stdin)
         .stdout(Stdio::from(report_w))
         .stderr(Stdio::null());

@@ -338,6 +338,12 @@ fn a_standby_shim_takes_a_container_and_an_unused_one_exits() {
         .collect();
     assert_eq!(new.len(), 1, "one new standby shim: {new:?}");
     assert_eq!(comm(new[0]), "berth-standby");
+    // It holds no directory of its spawner's busy (this test runs elsewhere).
+    assert_ne!(std::env::current_dir().unwrap(), std::path::Path::new("/"));
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{}/cwd", new[0])).unwrap(),
+        std::path::Path::new("/")
+    );
     // While it waits it holds a cgroup directory ready in every v1 hierarchy.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while pool_dirs(Some(new[0])).is_empty() {

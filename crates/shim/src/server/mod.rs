@@ -366,6 +366,8 @@ fn daemonize() -> Result<(), String> {
         _ => unsafe { libc::_exit(0) },
     }
     rustix::process::setsid().map_err(|e| format!("start a new session: {e}"))?;
+    // Hold no directory of the spawner's busy (its spawner does not set one: see the client).
+    let _ = rustix::process::chdir("/");
     Ok(())
 }
 
