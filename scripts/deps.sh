@@ -15,6 +15,7 @@ packages=(
   docker-registry   # a real OCI distribution registry (2.8) the image tests run on loopback
   apache2-utils     # htpasswd, for the registry's basic-auth setup in the tests
   openssl           # the token-auth test server's signing key and certificate
+  ca-certificates   # the system's root certificates the registry client verifies HTTPS with
   skopeo            # interop partner: copies images into the test registry, reads Berth's pushes and archives
   umoci             # interop partner for OCI layouts
   pigz              # the pull benchmark builds its large image's gzip layers

@@ -295,8 +295,8 @@ fn file_body(path: &Path, offset: u64, len: u64) -> Result<reqwest::Body, Error>
 }
 
 impl Client {
-    /// A client with `config`. Builds the HTTPS stack (rustls, the system's root
-    /// certificates).
+    /// A client with `config`. The HTTP stack is built on first use; the system's root
+    /// certificates are read on the first TLS handshake (`tls.rs`).
     pub fn new(config: Config) -> Result<Client, Error> {
         Ok(Client {
             inner: Arc::new(Inner {
@@ -329,6 +329,7 @@ impl Client {
             .connect_timeout(Duration::from_secs(30))
             .read_timeout(Duration::from_secs(120))
             .pool_idle_timeout(Duration::from_secs(60))
+            .use_preconfigured_tls(crate::tls::client_config())
             .build()
             .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
         Ok(self.inner.http.get_or_init(|| built))

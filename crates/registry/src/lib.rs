@@ -13,6 +13,7 @@ mod client;
 mod error;
 pub mod media_types;
 mod reference;
+mod tls;
 
 pub use blob::BlobStream;
 pub use client::{Client, Config, Manifest};
