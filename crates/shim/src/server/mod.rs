@@ -358,6 +358,9 @@ fn read_standby_args() -> Result<Option<Vec<OsString>>, String> {
 /// Fork; the parent exits at once and the child, no longer its spawner's child, starts a
 /// new session. Done first thing, while the process is small and single-threaded.
 fn daemonize() -> Result<(), String> {
+    // Hold no directory of the spawner's busy (the client does not set one, see there); before
+    // the fork, so that the shim is in `/` from its first instruction.
+    let _ = rustix::process::chdir("/");
     // SAFETY: the shim is single-threaded here; the child goes on running our own code.
     match unsafe { libc::fork() } {
         -1 => return Err(format!("fork: {}", io::Error::last_os_error())),
@@ -366,8 +369,6 @@ fn daemonize() -> Result<(), String> {
         _ => unsafe { libc::_exit(0) },
     }
     rustix::process::setsid().map_err(|e| format!("start a new session: {e}"))?;
-    // Hold no directory of the spawner's busy (its spawner does not set one: see the client).
-    let _ = rustix::process::chdir("/");
     Ok(())
 }
 
