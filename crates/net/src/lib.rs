@@ -1046,14 +1046,7 @@ impl Manager {
         // The DNAT rules are gone: the host ports are free for others again.
         let key = (container.to_owned(), network.to_owned());
         self.held_ports().remove(&key);
-        if let Some(map) = self
-            .published
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_mut()
-        {
-            map.remove(&key);
-        }
+        self.with_published(|p| p.remove(&key));
         std::fs::remove_file(&p).map_err(|e| Error::io("remove", &p, e))
     }
 

@@ -205,8 +205,9 @@ fn spawn_shim(shim_bin: &Path, cfg: &ShimConfig) -> Result<Client> {
 /// vfork), which does not copy this (large, multi-threaded) process the way fork would, as
 /// long as nothing needs code between fork and exec: no `pre_exec` hook, and no
 /// `current_dir`, since in a static binary std cannot find glibc's
-/// `posix_spawn_file_actions_addchdir_np` and falls back to fork (the shim enters `/` itself). `cmd`, and with it our copy of `report_w`, is dropped before returning,
-/// so a reader of the report sees end-of-file once the shim is gone.
+/// `posix_spawn_file_actions_addchdir_np` and falls back to fork (the shim enters `/`
+/// itself). `cmd`, and with it our copy of `report_w`, is dropped before returning, so a
+/// reader of the report sees end-of-file once the shim is gone.
 fn start_detached(
     mut cmd: Command,
     shim_bin: &Path,

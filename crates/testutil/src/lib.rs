@@ -356,7 +356,6 @@ pub mod host {
             .collect()
     }
 
-    /// Whether any process has `needle` in its command line.
     /// Wait (at most 5 s) for the idle standby shims among `processes_with(needle)` to exit
     /// on their own, as they do once their daemon is gone: killing one instead would leave
     /// the cgroup directories it made while waiting.
@@ -371,6 +370,7 @@ pub mod host {
         }
     }
 
+    /// The processes that have `needle` in their command line.
     pub fn processes_with(needle: &str) -> Vec<u32> {
         let mut out = Vec::new();
         if let Ok(rd) = std::fs::read_dir("/proc") {
