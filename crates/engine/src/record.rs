@@ -2,7 +2,6 @@
 //! about a container across restarts. Written whole to a temporary file and renamed over the
 //! old one (no fsync: a record lost to a power cut is reconciled at boot like a killed daemon).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -107,14 +106,18 @@ impl Record {
         base64::engine::general_purpose::STANDARD.encode(c.encode_to_vec())
     }
 
-    /// Write the record into `dir` by rename.
+    /// Write the record into `dir` atomically ([`berth_runtime::replace::replace_file`]: a
+    /// record is rewritten at each change of state, and a plain rename over the old one costs
+    /// a block discard on this kind of machine).
     pub(crate) fn save(&self, dir: &Path) -> std::io::Result<()> {
         let bytes = serde_json::to_vec(self).map_err(std::io::Error::other)?;
-        let tmp = dir.join(".container.json.tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        drop(f);
-        std::fs::rename(&tmp, dir.join(RECORD_FILE))
+        berth_runtime::replace::replace_file(
+            rustix::fs::CWD,
+            &dir.join(RECORD_FILE),
+            &dir.join(".container.json.tmp"),
+            &bytes,
+            0o644,
+        )
     }
 
     pub(crate) fn load(dir: &Path) -> std::io::Result<Record> {

@@ -16,6 +16,7 @@ pub mod features;
 pub mod hooks;
 pub mod namespaces;
 pub mod process;
+pub mod replace;
 pub mod rlimits;
 pub mod rootfs;
 pub mod seccomp_cache;

@@ -7,9 +7,8 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::fs;
-use std::io::Write;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use berth_cgroups::{CgroupPaths, FreezerState, Manager};
@@ -238,17 +237,8 @@ impl Root {
         let file = dir.join(STATE_FILE);
         let bytes = serde_json::to_vec(state)
             .map_err(|e| Error::sys("serialise container state", std::io::Error::other(e)))?;
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .ctx(|| format!("write {}", tmp.display()))?;
-        f.write_all(&bytes)
-            .ctx(|| format!("write {}", tmp.display()))?;
-        drop(f);
-        fs::rename(&tmp, &file).ctx(|| format!("rename {} to {}", tmp.display(), file.display()))
+        crate::replace::replace_file(rustix::fs::CWD, &file, &tmp, &bytes, 0o600)
+            .ctx(|| format!("write {}", file.display()))
     }
 
     /// The config the container was created from.

@@ -675,21 +675,17 @@ impl Shim {
         Some(s)
     }
 
-    /// Write `name` in the bundle atomically.
+    /// Write `name` in the bundle atomically ([`berth_runtime::replace::replace_file`]).
     fn write_file(&self, name: &str, data: &[u8]) -> Result<(), String> {
         let tmp = format!(".{name}.tmp");
-        let fd = rustix::fs::openat(
-            &self.dir,
-            tmp.as_str(),
-            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o644),
+        berth_runtime::replace::replace_file(
+            self.dir.as_fd(),
+            Path::new(name),
+            Path::new(&tmp),
+            data,
+            0o644,
         )
-        .map_err(|e| format!("create {tmp} in the bundle: {e}"))?;
-        std::fs::File::from(fd)
-            .write_all(data)
-            .map_err(|e| format!("write {tmp} in the bundle: {e}"))?;
-        rustix::fs::renameat(&self.dir, tmp.as_str(), &self.dir, name)
-            .map_err(|e| format!("rename {tmp} to {name} in the bundle: {e}"))
+        .map_err(|e| format!("write {name} in the bundle: {e}"))
     }
 
     /// Create the container; on failure leave nothing behind.
