@@ -345,6 +345,14 @@ fn run(args: Args) -> Result<(), String> {
         let _ = stop_tx.send(());
         // Long-lived streams (attach, logs -f, events) would hold a graceful shutdown open.
         let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+        // Removed containers' files and snapshots still queued for deletion (a daemon killed
+        // instead leaves them to the next boot).
+        let e = engine.clone();
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::task::spawn_blocking(move || e.settle()),
+        )
+        .await;
         let _ = std::fs::remove_file(&socket);
         let _ = std::fs::remove_file(&pid_file);
         Ok::<(), String>(())

@@ -385,7 +385,10 @@ pub(crate) async fn prune_images(
 ) -> Result<ImageDeleteResponse, Status> {
     let svc = engine.image_service(ns);
     let users = engine.image_users(ns);
+    let e = engine.clone();
     let (untagged, deleted, reclaimed) = blocking(move || {
+        // Removed containers' snapshots hold their image's layers until the reaper is done.
+        e.reaper().settle();
         let list = svc.list().map_err(status)?;
         let candidates: Vec<&berth_image::ImageSummary> = list
             .iter()
@@ -643,7 +646,10 @@ impl Images for ImagesService {
         let r = req.into_inner();
         let svc = self.engine.image_service(&ns);
         let users = self.engine.image_users(&ns);
+        let e = self.engine.clone();
         let (untagged, deleted, reclaimed) = blocking(move || {
+            // Removed containers' snapshots hold their image's layers until the reaper is done.
+            e.reaper().settle();
             let all = svc.list().map_err(status)?;
             let (hits, by_name) = matching(&all, &r.reference);
             if !hits.is_empty() {

@@ -245,6 +245,12 @@ impl Engine {
             ))
     }
 
+    /// Wait (blocking) until the background deletions of removed containers are done; for a
+    /// daemon that is stopping.
+    pub fn settle(&self) {
+        self.0.reaper.settle();
+    }
+
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.0.cfg

@@ -735,21 +735,19 @@ impl Engine {
                 )));
             }
         }
-        // The directories are made unreachable now and deleted in the background
-        // (`reaper.rs`): the snapshot's by dropping its record, the others by a rename.
-        match self.store().snapshots.remove_later(&c.ns, &c.id) {
-            Ok(dir) => self.reaper().delete(dir),
-            Err(berth_store::Error::NotFound { .. }) => {}
-            Err(e) => {
-                return Err(RpcStatus::internal(format!(
-                    "cannot remove the snapshot of container {}: {}",
-                    c.id,
-                    err_chain(&e)
-                )));
-            }
-        }
+        // The directories are made unreachable now by a rename and deleted in the background,
+        // then the snapshot, record and directory (`reaper.rs`).
         self.reaper().trash(&bundle);
         self.reaper().trash(&self.containers_dir(&c.id));
+        let (store, ns, id) = (self.store().clone(), c.ns.clone(), c.id.clone());
+        self.reaper()
+            .later(Box::new(move || match store.snapshots.remove(&ns, &id) {
+                Ok(()) | Err(berth_store::Error::NotFound { .. }) => {}
+                Err(e) => tracing::warn!(
+                    "cannot remove the snapshot of container {id} (boot removes it): {}",
+                    err_chain(&e)
+                ),
+            }));
         Ok(())
     }
 
