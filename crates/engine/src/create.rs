@@ -225,89 +225,120 @@ impl Engine {
 
         std::fs::create_dir_all(&rootfs).map_err(io("create", &rootfs))?;
         undo.bundle = true;
-        let mounts = self
-            .store()
-            .snapshots
-            .prepare(ns, &id, image.top.as_deref())
-            .map_err(|e| {
-                RpcStatus::internal(format!(
-                    "cannot prepare the root filesystem snapshot of container {name}: {}",
-                    err_chain(&e)
-                ))
-            })?;
-        undo.snapshot = true;
-        mount_rootfs(mounts, &rootfs, cfg.auto_remove).map_err(|e| {
+        // The snapshot's record is committed on a thread of its own while this one mounts the
+        // rootfs and writes the bundle: the commit syncs the metadata file, which takes
+        // milliseconds on some machines. The container exists only once both are done.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<berth_store::Mount>>(1);
+        let store = self.store().clone();
+        let top = image.top.clone();
+        let (committed, made) = std::thread::scope(|scope| {
+            let commit = std::thread::Builder::new()
+                .name("berth-prepare".into())
+                .spawn_scoped(scope, || {
+                    store
+                        .snapshots
+                        .prepare_overlapped(ns, &id, top.as_deref(), move |m| {
+                            let _ = tx.send(m);
+                        })
+                });
+            let made = match (&commit, rx.recv()) {
+                (Ok(_), Ok(mounts)) => (|| -> Result<_, RpcStatus> {
+                    mount_rootfs(mounts, &rootfs, cfg.auto_remove).map_err(|e| {
+                        RpcStatus::internal(format!(
+                            "cannot mount the root filesystem of container {name}: {}",
+                            err_chain(&e)
+                        ))
+                    })?;
+                    undo.mounted = true;
+
+                    // Volumes: resolved, created and populated from the image (copy-up);
+                    // released, and the ones made here removed, if the create fails.
+                    let vols = self.volumes_prepare(ns, &id, &cfg, &image.config, &rootfs)?;
+                    let build_cfg = ContainerConfig {
+                        mounts: vols.mounts.clone(),
+                        ..cfg.clone()
+                    };
+                    rec.mount_points = vols.points.clone();
+
+                    let etc = berth_spec::write_etc_files(
+                        &cdir,
+                        &hostname,
+                        &cfg.network_mode,
+                        &cfg.dns,
+                        &self.extra_hosts(ns, &cfg)?,
+                    )
+                    .map_err(|e| RpcStatus::invalid_argument(err_chain(&e)))?;
+                    let shim = self.config().shim_binary.clone();
+                    let built = berth_spec::build(&berth_spec::Input {
+                        id: &id,
+                        config: &build_cfg,
+                        image: &image.config,
+                        rootfs: &rootfs,
+                        etc: &etc,
+                        init_binary: cfg.init.then_some(shim.as_path()),
+                        cgroups_path: rec.cgroups_path.clone(),
+                    })
+                    .map_err(|e| RpcStatus::invalid_argument(err_chain(&e)))?;
+                    let mut spec = built.spec;
+                    self.network_spec(&id, &cfg, &mut spec);
+                    let readonly = spec.root().as_ref().and_then(|r| r.readonly());
+                    let root = oci_spec::runtime::RootBuilder::default()
+                        .path("rootfs")
+                        .readonly(readonly.unwrap_or(cfg.read_only))
+                        .build()
+                        .map_err(|e| {
+                            RpcStatus::internal(format!("cannot build the spec's root: {e}"))
+                        })?;
+                    spec.set_root(Some(root));
+                    if let Some(p) = spec.process() {
+                        let args = p.args().clone().unwrap_or_default();
+                        rec.path = args.first().cloned().unwrap_or_default();
+                        rec.args = args.into_iter().skip(1).collect();
+                        rec.env = p.env().clone().unwrap_or_default();
+                        rec.working_dir = p.cwd().to_string_lossy().into_owned();
+                    }
+                    rec.user = if cfg.user.is_empty() {
+                        image
+                            .config
+                            .config()
+                            .as_ref()
+                            .and_then(|c| c.user().clone())
+                            .unwrap_or_default()
+                    } else {
+                        cfg.user.clone()
+                    };
+                    rec.stop_signal = built.stop_signal;
+                    let spec_bytes = serde_json::to_vec(&spec).map_err(|e| {
+                        RpcStatus::internal(format!("cannot serialise config.json: {e}"))
+                    })?;
+                    // The bundle lives in the state directory (tmpfs): a copy in the record's
+                    // directory lets a boot after a host reboot rebuild it.
+                    std::fs::write(cdir.join("config.json"), &spec_bytes)
+                        .map_err(io("write config.json in", &cdir))?;
+                    std::fs::write(bundle.join("config.json"), &spec_bytes)
+                        .map_err(io("write config.json in", &bundle))?;
+
+                    Ok((vols, built.warnings))
+                })(),
+                // The prepare failed before its directories were made (its error below).
+                _ => Err(RpcStatus::internal("no snapshot")),
+            };
+            let committed = match commit {
+                Ok(h) => match h.join() {
+                    Ok(r) => r.map_err(|e| err_chain(&e)),
+                    Err(_) => Err("its thread panicked".to_owned()),
+                },
+                Err(e) => Err(format!("cannot start a thread: {e}")),
+            };
+            (committed, made)
+        });
+        committed.map_err(|e| {
             RpcStatus::internal(format!(
-                "cannot mount the root filesystem of container {name}: {}",
-                err_chain(&e)
+                "cannot prepare the root filesystem snapshot of container {name}: {e}"
             ))
         })?;
-        undo.mounted = true;
-
-        // Volumes: resolved, created and populated from the image (copy-up); released, and
-        // the ones made here removed, if the create fails.
-        let vols = self.volumes_prepare(ns, &id, &cfg, &image.config, &rootfs)?;
-        let build_cfg = ContainerConfig {
-            mounts: vols.mounts.clone(),
-            ..cfg.clone()
-        };
-        rec.mount_points = vols.points.clone();
-
-        let etc = berth_spec::write_etc_files(
-            &cdir,
-            &hostname,
-            &cfg.network_mode,
-            &cfg.dns,
-            &self.extra_hosts(ns, &cfg)?,
-        )
-        .map_err(|e| RpcStatus::invalid_argument(err_chain(&e)))?;
-        let shim = self.config().shim_binary.clone();
-        let built = berth_spec::build(&berth_spec::Input {
-            id: &id,
-            config: &build_cfg,
-            image: &image.config,
-            rootfs: &rootfs,
-            etc: &etc,
-            init_binary: cfg.init.then_some(shim.as_path()),
-            cgroups_path: rec.cgroups_path.clone(),
-        })
-        .map_err(|e| RpcStatus::invalid_argument(err_chain(&e)))?;
-        let mut spec = built.spec;
-        self.network_spec(&id, &cfg, &mut spec);
-        let readonly = spec.root().as_ref().and_then(|r| r.readonly());
-        let root = oci_spec::runtime::RootBuilder::default()
-            .path("rootfs")
-            .readonly(readonly.unwrap_or(cfg.read_only))
-            .build()
-            .map_err(|e| RpcStatus::internal(format!("cannot build the spec's root: {e}")))?;
-        spec.set_root(Some(root));
-        if let Some(p) = spec.process() {
-            let args = p.args().clone().unwrap_or_default();
-            rec.path = args.first().cloned().unwrap_or_default();
-            rec.args = args.into_iter().skip(1).collect();
-            rec.env = p.env().clone().unwrap_or_default();
-            rec.working_dir = p.cwd().to_string_lossy().into_owned();
-        }
-        rec.user = if cfg.user.is_empty() {
-            image
-                .config
-                .config()
-                .as_ref()
-                .and_then(|c| c.user().clone())
-                .unwrap_or_default()
-        } else {
-            cfg.user.clone()
-        };
-        rec.stop_signal = built.stop_signal;
-        let spec_bytes = serde_json::to_vec(&spec)
-            .map_err(|e| RpcStatus::internal(format!("cannot serialise config.json: {e}")))?;
-        // The bundle lives in the state directory (tmpfs): a copy in the record's directory
-        // lets a boot after a host reboot rebuild it.
-        std::fs::write(cdir.join("config.json"), &spec_bytes)
-            .map_err(io("write config.json in", &cdir))?;
-        std::fs::write(bundle.join("config.json"), &spec_bytes)
-            .map_err(io("write config.json in", &bundle))?;
-
+        undo.snapshot = true;
+        let (vols, built_warnings) = made?;
         rec.complete = true;
         rec.save(&cdir).map_err(io("write the record in", &cdir))?;
         let c = Container::new(rec);
@@ -323,7 +354,7 @@ impl Engine {
             &[("name", &name), ("image", &cfg.image)],
         );
         let mut warnings = vols.warnings;
-        warnings.extend(built.warnings);
+        warnings.extend(built_warnings);
         Ok((id, warnings))
     }
 

@@ -113,6 +113,9 @@ impl SnapshotInfo {
     }
 }
 
+/// What [`Snapshotter::prepare_overlapped`] calls with the mounts before the commit.
+type Staged<'a> = Box<dyn FnOnce(Vec<Mount>) + 'a>;
+
 /// The snapshotter. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Snapshotter {
@@ -237,6 +240,24 @@ impl Snapshotter {
         self.mounts(ns, key)
     }
 
+    /// [`Snapshotter::prepare`] for a caller with other work to do while the new record's
+    /// commit reaches the disk (a sync of the metadata file, milliseconds on some machines):
+    /// `staged` gets the snapshot's mounts as soon as its directories exist and its record is
+    /// written, before the commit; this returns once the commit is durable. The caller may
+    /// mount them meanwhile, but must treat the snapshot as not made until this returns `Ok`.
+    /// If the commit fails after `staged` ran, the directory is left as a stray for the GC
+    /// (the caller may still have it mounted).
+    pub fn prepare_overlapped(
+        &self,
+        ns: &str,
+        key: &str,
+        parent: Option<&str>,
+        staged: impl FnOnce(Vec<Mount>),
+    ) -> Result<(), Error> {
+        self.create_with(ns, key, parent, Kind::Active, Some(Box::new(staged)))
+            .map(drop)
+    }
+
     /// Create a read-only (View) snapshot of `parent` and return the mounts for it.
     pub fn view(&self, ns: &str, key: &str, parent: Option<&str>) -> Result<Vec<Mount>, Error> {
         self.create(ns, key, parent, Kind::View)?;
@@ -257,6 +278,17 @@ impl Snapshotter {
     }
 
     fn create(&self, ns: &str, key: &str, parent: Option<&str>, kind: Kind) -> Result<u64, Error> {
+        self.create_with(ns, key, parent, kind, None)
+    }
+
+    fn create_with(
+        &self,
+        ns: &str,
+        key: &str,
+        parent: Option<&str>,
+        kind: Kind,
+        on_staged: Option<Staged<'_>>,
+    ) -> Result<u64, Error> {
         check_ns(ns)?;
         check_key("snapshot key", key)?;
         let op = if kind == Kind::View {
@@ -287,6 +319,7 @@ impl Snapshotter {
             }
         }
         let mut made: Option<PathBuf> = None;
+        let mut handed_out = false;
         let res = self.meta.write(op, |tx| {
             let mut t = tx
                 .open_table(SNAPSHOTS)
@@ -345,10 +378,15 @@ impl Snapshotter {
                 labels: BTreeMap::new(),
             };
             self.meta.put_json(&mut t, &k, &rec)?;
+            if let Some(f) = on_staged {
+                let chain = self.chain(&t, ns, parent)?;
+                f(self.mounts_of(ns, key, &rec, &chain)?);
+                handed_out = true;
+            }
             Ok(id)
         });
         if res.is_err() {
-            if let Some(d) = made {
+            if let Some(d) = made.filter(|_| !handed_out) {
                 let _ = remove_tree(&d);
             }
             if let Some((tmp, _)) = staged {
@@ -369,6 +407,17 @@ impl Snapshotter {
             let chain = self.chain(&t, ns, rec.parent.as_deref())?;
             Ok((rec, chain))
         })?;
+        self.mounts_of(ns, key, &rec, &chain)
+    }
+
+    /// The mounts of the snapshot `rec` (named `ns/key`) whose parent chain is `chain`.
+    fn mounts_of(
+        &self,
+        ns: &str,
+        key: &str,
+        rec: &SnapRecord,
+        chain: &[u64],
+    ) -> Result<Vec<Mount>, Error> {
         let fs_dir = |id: u64| self.fs_dir(id).to_string_lossy().into_owned();
         let bind = |src: String, ro: bool| Mount {
             typ: "bind".into(),

@@ -781,3 +781,38 @@ fn remove_later_drops_the_record_and_gc_collects_an_undeleted_directory() {
         Err(Error::NotFound { .. })
     ));
 }
+
+#[test]
+fn prepare_overlapped_hands_out_the_mounts_before_the_commit() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open_with(d.path(), SnapshotterKind::Overlay).unwrap();
+    let base = s.snapshots.prepare("default", "base-active", None).unwrap();
+    drop(base);
+    s.snapshots
+        .commit("default", "base", "base-active")
+        .unwrap();
+    let mut got = None;
+    s.snapshots
+        .prepare_overlapped("default", "c1", Some("base"), |m| {
+            // The directories exist already; the record is not visible to readers yet.
+            for o in &m[0].options {
+                if let Some(dir) = o.strip_prefix("upperdir=") {
+                    assert!(std::path::Path::new(dir).is_dir(), "{o}");
+                }
+            }
+            got = Some(m);
+        })
+        .unwrap();
+    let got = got.expect("the mounts were handed out");
+    assert_eq!(got, s.snapshots.mounts("default", "c1").unwrap());
+    assert_eq!(got[0].typ, "overlay");
+    // A key in use fails before anything is handed out, and leaves the first one intact.
+    let err = s
+        .snapshots
+        .prepare_overlapped("default", "c1", Some("base"), |_| {
+            panic!("nothing to hand out for a key in use")
+        })
+        .unwrap_err();
+    assert!(matches!(err, Error::AlreadyExists { .. }), "{err}");
+    assert_eq!(got, s.snapshots.mounts("default", "c1").unwrap());
+}
