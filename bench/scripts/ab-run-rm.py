@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Compare two builds of Berth on `berth run --rm --network NET IMAGE true`, interleaved.
 
-usage: ab-run-rm.py DIR_A DIR_B [N [NET]]   (as root; N rounds, default 30; NET default none)
+usage: ab-run-rm.py DIR_A DIR_B [N [NET [GAP]]]   (as root; N rounds, default 30; NET default
+none; GAP seconds of idle time before each run, default 0)
 
 DIR_A and DIR_B each hold `berth`, `berthd` and `berth-shim` (copy them out of the target
 directory after each build). Each build gets its own store under a temporary directory with a
@@ -10,11 +11,16 @@ machine's load falls on both. Prints each build's median, p10 and p90 (wall time
 around the `berth` process, so a few hundred microseconds of Python are included in both) and
 B/A. On a shared or noisy machine the ratio is the figure to trust; `berth-bench engine` gives
 the absolute figures against the peers. Everything it made is removed at the end.
+
+Back-to-back runs (GAP 0) keep the machine warm in ways `berth-bench engine` does not, where the
+peers run between berth's rounds: a disk flush or discard left by one run overlaps the next, a
+lock's fast path stays armed. A GAP of 0.3 s measures the idle-machine case the bench sees.
 """
 import os, sys, subprocess, time, statistics, tempfile, shutil
 A, B = sys.argv[1], sys.argv[2]
 N = int(sys.argv[3]) if len(sys.argv) > 3 else 30
 NET = sys.argv[4] if len(sys.argv) > 4 else "none"
+GAP = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
 work = tempfile.mkdtemp(prefix="ab.", dir="/tmp")
 rootfs = os.path.join(work, "rootfs"); os.makedirs(rootfs + "/bin")
 shutil.copy("/bin/busybox", rootfs + "/bin/busybox")
@@ -36,6 +42,8 @@ try:
     for i in range(N):
         for name in ("A", "B") if i % 2 == 0 else ("B", "A"):
             d, r = roots[name]
+            if GAP:
+                time.sleep(GAP)
             t = time.perf_counter()
             subprocess.check_call([f"{d}/berth", "--root", r, "run", "--rm", "--network", NET, "abimg", "true"])
             res[name].append((time.perf_counter() - t) * 1000)
