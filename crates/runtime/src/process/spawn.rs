@@ -127,7 +127,7 @@ pub struct Request {
     /// Fds the child must inherit across its exec (close-on-exec is cleared in the child).
     pub keep_fds: Vec<RawFd>,
     /// A cgroup2 directory to start the child in (`clone3` with `CLONE_INTO_CGROUP`), so it
-    /// never has to be migrated there. Ignored when a setup helper is needed.
+    /// never has to be migrated there (the setup helper, when one is needed, clones it so).
     pub cgroup2: Option<RawFd>,
     /// Let the child become the init without re-executing our binary, when that is safe (see
     /// `inline_is_safe` in this module). Only for callers that know they are single-threaded.
@@ -167,6 +167,8 @@ struct Prepared {
     joins: Vec<(RawFd, libc::c_int)>,
     new_time: Option<(CString, Vec<u8>)>,
     report_fd: RawFd,
+    /// For the setup helper: the cgroup2 directory to clone the init into, or -1.
+    cgroup2: RawFd,
 }
 
 /// Start a child per `req`.
@@ -236,6 +238,7 @@ pub fn spawn(req: Request) -> Result<Spawned> {
         joins,
         new_time,
         report_fd: report_w.as_ref().map_or(-1, |w| w.as_raw_fd()),
+        cgroup2: req.cgroup2.filter(|_| needs_helper).unwrap_or(-1),
     };
     // Time and cgroup namespaces are never created by this clone: the helper unshares the time
     // namespace (so offsets can be set before anyone enters it) and the init unshares the cgroup
@@ -254,23 +257,26 @@ pub fn spawn(req: Request) -> Result<Spawned> {
             helper_main(&prep, flags);
         }
         drop(report_w);
-        let mut buf = [0u8; 4];
+        // The pid and whether it was born in its cgroup2 directory (8 bytes, one write), or a
+        // negative errno (4 bytes).
+        let mut buf = [0u8; 8];
         let n =
             rustix::io::read(report_r.as_ref().expect("helper pipe exists"), &mut buf).unwrap_or(0);
         let status = wait(helper);
-        let v = i32::from_le_bytes(buf);
-        if n != 4 || v <= 0 {
-            let errno = if n == 4 { -v } else { 0 };
+        let v = i32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
+        if n < 4 || v <= 0 {
+            let errno = if n >= 4 { -v } else { 0 };
             return Err(Error::sys(
                 format!("the setup helper could not start the container process (helper {status})"),
                 std::io::Error::from_raw_os_error(errno),
             ));
         }
+        in_cgroup2 = n == 8 && buf[4] == 1;
         v
     } else {
         let into = req.cgroup2.and_then(|fd| {
             // SAFETY: as above; `trampoline` never returns.
-            match unsafe { raw_clone3_into_cgroup(flags, fd) } {
+            match unsafe { raw_clone3_into_cgroup(flags, fd, libc::SIGCHLD) } {
                 Ok(0) => trampoline(&prep),
                 Ok(pid) => Some(Ok(pid)),
                 // Kernels before 5.7, or a cgroup that cannot take the process directly (the
@@ -410,14 +416,19 @@ struct CloneArgs {
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
 /// `clone3(2)` with fork semantics into the cgroup2 directory `cgroup_fd`: returns 0 in the
-/// child.
+/// child. `exit_signal` must be 0 with `CLONE_PARENT` (the child then signals our parent, as
+/// we would).
 ///
 /// # Safety
 /// As for [`raw_clone`].
-unsafe fn raw_clone3_into_cgroup(flags: u64, cgroup_fd: RawFd) -> std::io::Result<i32> {
+unsafe fn raw_clone3_into_cgroup(
+    flags: u64,
+    cgroup_fd: RawFd,
+    exit_signal: libc::c_int,
+) -> std::io::Result<i32> {
     let mut args = CloneArgs {
         flags: flags | CLONE_INTO_CGROUP,
-        exit_signal: u64::from(libc::SIGCHLD.unsigned_abs()),
+        exit_signal: u64::from(exit_signal.unsigned_abs()),
         cgroup: u64::try_from(cgroup_fd).unwrap_or_default(),
         ..CloneArgs::default()
     };
@@ -476,11 +487,43 @@ fn helper_main(p: &Prepared, flags: u64) -> ! {
             }
         }
     }
-    // SAFETY: the grandchild runs only `trampoline` (same contract as ours).
-    match unsafe { raw_clone(flags | u64::from(libc::CLONE_PARENT.unsigned_abs())) } {
+    let flags = flags | u64::from(libc::CLONE_PARENT.unsigned_abs());
+    // Into its cgroup2 directory when there is one (a migration by `cgroup.procs` later would
+    // take the kernel's global threadgroup lock: see `container/create.rs`), else a plain clone,
+    // also when the kernel or the cgroup refuses (as in `spawn`).
+    let mut into = 0u8;
+    let cloned = if p.cgroup2 >= 0 {
+        // SAFETY: the grandchild runs only `trampoline` (same contract as ours).
+        match unsafe { raw_clone3_into_cgroup(flags, p.cgroup2, 0) } {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(
+                        libc::ENOSYS
+                            | libc::E2BIG
+                            | libc::EINVAL
+                            | libc::EOPNOTSUPP
+                            | libc::EBUSY
+                            | libc::EBADF
+                    )
+                ) =>
+            {
+                // SAFETY: as below.
+                unsafe { raw_clone(flags) }
+            }
+            r => {
+                into = 1;
+                r
+            }
+        }
+    } else {
+        // SAFETY: the grandchild runs only `trampoline` (same contract as ours).
+        unsafe { raw_clone(flags) }
+    };
+    match cloned {
         Ok(0) => trampoline(p),
         Ok(pid) => {
-            report(p.report_fd, pid);
+            report_started(p.report_fd, pid, into);
             sys_exit(0)
         }
         Err(e) => {
@@ -488,6 +531,14 @@ fn helper_main(p: &Prepared, flags: u64) -> ! {
             sys_exit(1)
         }
     }
+}
+
+/// The helper's report of success: the pid, and 1 if it was born in its cgroup2 directory.
+fn report_started(fd: RawFd, pid: i32, into_cgroup2: u8) {
+    let p = pid.to_le_bytes();
+    let b = [p[0], p[1], p[2], p[3], into_cgroup2, 0, 0, 0];
+    // SAFETY: writing 8 bytes from a stack buffer to the report pipe (atomic: < PIPE_BUF).
+    let _ = unsafe { libc::write(fd, b.as_ptr().cast(), 8) };
 }
 
 fn report(fd: RawFd, v: i32) {
