@@ -229,17 +229,14 @@ impl Engine {
         // rootfs and writes the bundle: the commit syncs the metadata file, which takes
         // milliseconds on some machines. The container exists only once both are done.
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<berth_store::Mount>>(1);
-        let store = self.store().clone();
-        let top = image.top.clone();
+        let (store, top) = (self.store(), image.top.as_deref());
         let (committed, made) = std::thread::scope(|scope| {
             let commit = std::thread::Builder::new()
                 .name("berth-prepare".into())
                 .spawn_scoped(scope, || {
-                    store
-                        .snapshots
-                        .prepare_overlapped(ns, &id, top.as_deref(), move |m| {
-                            let _ = tx.send(m);
-                        })
+                    store.snapshots.prepare_overlapped(ns, &id, top, move |m| {
+                        let _ = tx.send(m);
+                    })
                 });
             let made = match (&commit, rx.recv()) {
                 (Ok(_), Ok(mounts)) => (|| -> Result<_, RpcStatus> {

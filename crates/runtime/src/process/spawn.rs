@@ -279,23 +279,7 @@ pub fn spawn(req: Request) -> Result<Spawned> {
             match unsafe { raw_clone3_into_cgroup(flags, fd, libc::SIGCHLD) } {
                 Ok(0) => trampoline(&prep),
                 Ok(pid) => Some(Ok(pid)),
-                // Kernels before 5.7, or a cgroup that cannot take the process directly (the
-                // "no internal processes" rule): fall back to clone and a migration.
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(
-                            libc::ENOSYS
-                                | libc::E2BIG
-                                | libc::EINVAL
-                                | libc::EOPNOTSUPP
-                                | libc::EBUSY
-                                | libc::EBADF
-                        )
-                    ) =>
-                {
-                    None
-                }
+                Err(e) if refused_into_cgroup(&e) => None,
                 Err(e) => Some(Err(e)),
             }
         });
@@ -415,6 +399,23 @@ struct CloneArgs {
 
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
+/// Did `clone3` refuse `CLONE_INTO_CGROUP` itself (a kernel before 5.7, or a cgroup that cannot
+/// take the process directly, the "no internal processes" rule)? Then a plain clone and a
+/// migration do instead. Allocates nothing (the setup helper calls it between clone and exec).
+fn refused_into_cgroup(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::ENOSYS
+                | libc::E2BIG
+                | libc::EINVAL
+                | libc::EOPNOTSUPP
+                | libc::EBUSY
+                | libc::EBADF
+        )
+    )
+}
+
 /// `clone3(2)` with fork semantics into the cgroup2 directory `cgroup_fd`: returns 0 in the
 /// child. `exit_signal` must be 0 with `CLONE_PARENT` (the child then signals our parent, as
 /// we would).
@@ -495,19 +496,7 @@ fn helper_main(p: &Prepared, flags: u64) -> ! {
     let cloned = if p.cgroup2 >= 0 {
         // SAFETY: the grandchild runs only `trampoline` (same contract as ours).
         match unsafe { raw_clone3_into_cgroup(flags, p.cgroup2, 0) } {
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(
-                        libc::ENOSYS
-                            | libc::E2BIG
-                            | libc::EINVAL
-                            | libc::EOPNOTSUPP
-                            | libc::EBUSY
-                            | libc::EBADF
-                    )
-                ) =>
-            {
+            Err(e) if refused_into_cgroup(&e) => {
                 // SAFETY: as below.
                 unsafe { raw_clone(flags) }
             }
