@@ -114,6 +114,10 @@ impl Env {
         std::fs::read_to_string(self.root.join("berthd.log")).unwrap_or_default()
     }
 
+    fn daemon_pid(&self) -> u32 {
+        self.daemon.as_ref().expect("berthd is running").id()
+    }
+
     fn kill9_daemon(&mut self) {
         if let Some(mut d) = self.daemon.take() {
             let _ = d.kill();
@@ -987,12 +991,16 @@ async fn kill9_during_starts_leaves_a_consistent_state() {
         );
         running += usize::from(status == "running");
     }
-    // No shim runs that the daemon does not know as running.
+    // No shim runs that the daemon does not know as running. A child of the new daemon is
+    // one it is spawning right now: its standby shim is named `berth-shim` from its exec
+    // until it renames itself `berth-standby`, which under load is long enough to be seen.
+    let daemon = env.daemon_pid();
     let shim_procs = berth_testutil::host::processes_with(&format!("{root}/run/shims"))
         .into_iter()
         .filter(|p| {
             std::fs::read_to_string(format!("/proc/{p}/comm"))
                 .is_ok_and(|c| c.trim() == "berth-shim")
+                && parent_of(*p) != Some(daemon)
         })
         .count();
     assert_eq!(shim_procs, running, "{}", env.daemon_log());
@@ -1006,4 +1014,15 @@ async fn kill9_during_starts_leaves_a_consistent_state() {
         .unwrap_or_else(|e| panic!("rm {id}: {e:?}\n{}", env.daemon_log()));
     }
     env.no_leftovers(&ids);
+}
+
+/// The parent's pid of process `pid` (`PPid:` in its status), if it still exists.
+fn parent_of(pid: u32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))?
+        .trim()
+        .parse()
+        .ok()
 }
