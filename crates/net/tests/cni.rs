@@ -14,6 +14,8 @@ fn sh(cmd: &str) -> String {
 struct Root {
     dir: tempfile::TempDir,
     m: Manager,
+    /// Dropped after `Drop::drop` below has detached everything.
+    _portmap: berth_testutil::host::PortmapChains,
 }
 
 impl Root {
@@ -28,7 +30,11 @@ impl Root {
             cfg.plugin_dirs = d;
         }
         let m = Manager::open(cfg).unwrap();
-        Root { dir, m }
+        Root {
+            dir,
+            m,
+            _portmap: berth_testutil::host::portmap_chains(),
+        }
     }
 }
 

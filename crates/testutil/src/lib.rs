@@ -390,4 +390,93 @@ pub mod host {
         }
         out
     }
+
+    /// The nat chains CNI's `portmap` plugin shares between all its users on a host.
+    const PORTMAP_CHAINS: [&str; 3] = [
+        "CNI-HOSTPORT-DNAT",
+        "CNI-HOSTPORT-MASQ",
+        "CNI-HOSTPORT-SETMARK",
+    ];
+    /// Where `portmap` jumps to them from: (built-in chain, the rule's match and target).
+    const PORTMAP_JUMPS: [(&str, &str); 3] = [
+        (
+            "PREROUTING",
+            "-m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT",
+        ),
+        (
+            "OUTPUT",
+            "-m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT",
+        ),
+        (
+            "POSTROUTING",
+            "-m comment --comment \"CNI portfwd requiring masquerade\" -j CNI-HOSTPORT-MASQ",
+        ),
+    ];
+
+    /// Tests of this process holding a [`PortmapChains`], and whether the chains existed
+    /// before the first of them began.
+    static PORTMAP_USERS: std::sync::Mutex<(usize, bool)> = std::sync::Mutex::new((0, false));
+
+    /// Held by a test that may publish ports. `portmap` creates its shared chains on first use
+    /// and never removes them; when the last holder in this process is dropped (also when its
+    /// test failed), chains that did not exist before the first holder began are removed
+    /// again, unless a port mapping is still in them.
+    #[must_use = "the chains are checked when the guard is dropped"]
+    pub struct PortmapChains(());
+
+    /// Start holding a [`PortmapChains`].
+    pub fn portmap_chains() -> PortmapChains {
+        let mut users = PORTMAP_USERS.lock().unwrap_or_else(|e| e.into_inner());
+        if users.0 == 0 {
+            users.1 = iptables(&["-S", PORTMAP_CHAINS[0]]).is_some();
+        }
+        users.0 += 1;
+        PortmapChains(())
+    }
+
+    impl Drop for PortmapChains {
+        fn drop(&mut self) {
+            let mut users = PORTMAP_USERS.lock().unwrap_or_else(|e| e.into_inner());
+            users.0 -= 1;
+            if users.0 > 0 || users.1 {
+                return;
+            }
+            // Still holding a mapping (a leak another check reports): leave them.
+            match iptables(&["-S", PORTMAP_CHAINS[0]]) {
+                Some(rules) if rules.lines().all(|l| l.starts_with("-N ")) => {}
+                _ => return,
+            }
+            for (chain, rule) in PORTMAP_JUMPS {
+                let cmd = format!("iptables -w -t nat -D {chain} {rule}");
+                // Concurrent first uses can append a jump twice.
+                for _ in 0..8 {
+                    let deleted = std::process::Command::new("sh")
+                        .args(["-c", &cmd])
+                        .stderr(std::process::Stdio::null())
+                        .status()
+                        .is_ok_and(|s| s.success());
+                    if !deleted {
+                        break;
+                    }
+                }
+            }
+            for chain in PORTMAP_CHAINS {
+                let _ = iptables(&["-F", chain]);
+                let _ = iptables(&["-X", chain]);
+            }
+        }
+    }
+
+    /// `iptables -w -t nat ARGS`: its output if it succeeded.
+    fn iptables(args: &[&str]) -> Option<String> {
+        let out = std::process::Command::new("iptables")
+            .args(["-w", "-t", "nat"])
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
 }

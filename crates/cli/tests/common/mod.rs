@@ -18,6 +18,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_berth");
 /// the directory and removes it, even when the test failed.
 pub struct Berth {
     pub dir: tempfile::TempDir,
+    /// Dropped after `Drop::drop` below has removed this root's containers and networks.
+    _portmap: berth_testutil::host::PortmapChains,
 }
 
 impl Berth {
@@ -37,6 +39,7 @@ impl Berth {
                 .prefix("berth-e2e-")
                 .tempdir_in("/var/tmp")
                 .expect("temp dir"),
+            _portmap: berth_testutil::host::portmap_chains(),
         }
     }
 
