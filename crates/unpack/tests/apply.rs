@@ -524,6 +524,25 @@ fn compression_none_gzip_zstd_give_one_diff_id() {
 }
 
 #[test]
+fn a_tar_cut_inside_an_entry_is_an_error() {
+    let mut t = Tar::new();
+    t.file("a", &[7u8; 1000]).file("b", b"more");
+    let tar = t.finish();
+    // a's header is 512 bytes, its data 1000, padded to 1024. Cut inside the data, inside
+    // the padding (which the parser skips rather than reads), and inside b's header.
+    for cut in [512 + 500, 512 + 1000 + 10, 1536 + 100] {
+        let f = Fixture::new();
+        let e = f.apply(&tar[..cut], Whiteouts::Overlay).unwrap_err();
+        assert!(matches!(e, Error::Read { .. }), "cut at {cut}: {e}");
+    }
+    // Whole entries and no end-of-archive blocks: what is there is applied.
+    let f = Fixture::new();
+    let stats = f.apply(&tar[..1536], Whiteouts::Overlay).unwrap();
+    assert_eq!(stats.entries, 1);
+    assert_eq!(std::fs::read(f.p("a")).unwrap(), vec![7u8; 1000]);
+}
+
+#[test]
 fn dotdot_escape_is_refused() {
     for name in ["../escape", "a/../../escape", "./../outside/escape"] {
         let f = Fixture::new();
