@@ -1,6 +1,7 @@
 //! The container record, `ROOT/containers/<id>/container.json`: everything berthd must remember
-//! about a container across restarts. Written whole to a temporary file and renamed over the
-//! old one (no fsync: a record lost to a power cut is reconciled at boot like a killed daemon).
+//! about a container across restarts. Written whole to a temporary file and swapped in for the
+//! old one ([`Record::save`]; no fsync: a record lost to a power cut is reconciled at boot like
+//! a killed daemon).
 
 use std::path::{Path, PathBuf};
 

@@ -586,15 +586,6 @@ impl Snapshotter {
         remove_tree(&self.id_dir(id))
     }
 
-    /// Remove a snapshot's record and return its directory, for the caller to delete off its
-    /// critical path (deleting a container's upper directory costs milliseconds on some
-    /// filesystems). From the moment this returns the directory is a stray: nothing refers to
-    /// it, and if the caller never deletes it (a crash), [`Store::gc`](crate::Store) removes it.
-    pub fn remove_later(&self, ns: &str, key: &str) -> Result<PathBuf, Error> {
-        let id = self.remove_record(ns, key)?;
-        Ok(self.id_dir(id))
-    }
-
     fn remove_record(&self, ns: &str, key: &str) -> Result<u64, Error> {
         check_ns(ns)?;
         self.meta.write("remove snapshot", |tx| {
