@@ -13,6 +13,7 @@ use tonic::Status as RpcStatus;
 
 use crate::container::Container;
 use crate::record::{Record, Status, new_id, now_nanos};
+use crate::volumes::Prepared;
 use crate::{DEFAULT_RUNTIME, Engine, err_chain};
 
 /// What a resolved image gives a create.
@@ -173,12 +174,6 @@ impl Engine {
         let cdir = self.containers_dir(&id);
         let bundle = self.bundle_dir(&id);
         let rootfs = bundle.join("rootfs");
-        let io = |op: &'static str, p: &Path| {
-            let p = p.to_path_buf();
-            move |e: std::io::Error| {
-                RpcStatus::internal(format!("cannot {op} {}: {e}", p.display()))
-            }
-        };
         std::fs::create_dir(&cdir).map_err(io("create", &cdir))?;
         undo.dir = true;
         let hostname = if cfg.hostname.is_empty() {
@@ -239,84 +234,7 @@ impl Engine {
                     })
                 });
             let made = match (&commit, rx.recv()) {
-                (Ok(_), Ok(mounts)) => (|| -> Result<_, RpcStatus> {
-                    mount_rootfs(mounts, &rootfs, cfg.auto_remove).map_err(|e| {
-                        RpcStatus::internal(format!(
-                            "cannot mount the root filesystem of container {name}: {}",
-                            err_chain(&e)
-                        ))
-                    })?;
-                    undo.mounted = true;
-
-                    // Volumes: resolved, created and populated from the image (copy-up);
-                    // released, and the ones made here removed, if the create fails.
-                    let vols = self.volumes_prepare(ns, &id, &cfg, &image.config, &rootfs)?;
-                    let build_cfg = ContainerConfig {
-                        mounts: vols.mounts.clone(),
-                        ..cfg.clone()
-                    };
-                    rec.mount_points = vols.points.clone();
-
-                    let etc = berth_spec::write_etc_files(
-                        &cdir,
-                        &hostname,
-                        &cfg.network_mode,
-                        &cfg.dns,
-                        &self.extra_hosts(ns, &cfg)?,
-                    )
-                    .map_err(|e| RpcStatus::invalid_argument(err_chain(&e)))?;
-                    let shim = self.config().shim_binary.clone();
-                    let built = berth_spec::build(&berth_spec::Input {
-                        id: &id,
-                        config: &build_cfg,
-                        image: &image.config,
-                        rootfs: &rootfs,
-                        etc: &etc,
-                        init_binary: cfg.init.then_some(shim.as_path()),
-                        cgroups_path: rec.cgroups_path.clone(),
-                    })
-                    .map_err(|e| RpcStatus::invalid_argument(err_chain(&e)))?;
-                    let mut spec = built.spec;
-                    self.network_spec(&id, &cfg, &mut spec);
-                    let readonly = spec.root().as_ref().and_then(|r| r.readonly());
-                    let root = oci_spec::runtime::RootBuilder::default()
-                        .path("rootfs")
-                        .readonly(readonly.unwrap_or(cfg.read_only))
-                        .build()
-                        .map_err(|e| {
-                            RpcStatus::internal(format!("cannot build the spec's root: {e}"))
-                        })?;
-                    spec.set_root(Some(root));
-                    if let Some(p) = spec.process() {
-                        let args = p.args().clone().unwrap_or_default();
-                        rec.path = args.first().cloned().unwrap_or_default();
-                        rec.args = args.into_iter().skip(1).collect();
-                        rec.env = p.env().clone().unwrap_or_default();
-                        rec.working_dir = p.cwd().to_string_lossy().into_owned();
-                    }
-                    rec.user = if cfg.user.is_empty() {
-                        image
-                            .config
-                            .config()
-                            .as_ref()
-                            .and_then(|c| c.user().clone())
-                            .unwrap_or_default()
-                    } else {
-                        cfg.user.clone()
-                    };
-                    rec.stop_signal = built.stop_signal;
-                    let spec_bytes = serde_json::to_vec(&spec).map_err(|e| {
-                        RpcStatus::internal(format!("cannot serialise config.json: {e}"))
-                    })?;
-                    // The bundle lives in the state directory (tmpfs): a copy in the record's
-                    // directory lets a boot after a host reboot rebuild it.
-                    std::fs::write(cdir.join("config.json"), &spec_bytes)
-                        .map_err(io("write config.json in", &cdir))?;
-                    std::fs::write(bundle.join("config.json"), &spec_bytes)
-                        .map_err(io("write config.json in", &bundle))?;
-
-                    Ok((vols, built.warnings))
-                })(),
+                (Ok(_), Ok(mounts)) => self.build_bundle(&mut undo, mounts, &cfg, &image, &mut rec),
                 // The prepare failed before its directories were made (its error below).
                 _ => Err(RpcStatus::internal("no snapshot")),
             };
@@ -353,6 +271,97 @@ impl Engine {
         let mut warnings = vols.warnings;
         warnings.extend(built_warnings);
         Ok((id, warnings))
+    }
+
+    /// Mount the container's root filesystem and write its bundle (volumes, the `/etc` files,
+    /// config.json), filling the record's process fields from the spec. Runs while the
+    /// snapshot's record commits on another thread; `undo` learns of the mount.
+    fn build_bundle(
+        &self,
+        undo: &mut Undo<'_>,
+        mounts: Vec<berth_store::Mount>,
+        cfg: &ContainerConfig,
+        image: &ResolvedImage,
+        rec: &mut Record,
+    ) -> Result<(Prepared, Vec<String>), RpcStatus> {
+        let (ns, id) = (undo.ns, undo.id);
+        let (name, hostname) = (rec.name.clone(), rec.hostname.clone());
+        let cdir = self.containers_dir(id);
+        let bundle = self.bundle_dir(id);
+        let rootfs = bundle.join("rootfs");
+        mount_rootfs(mounts, &rootfs, cfg.auto_remove).map_err(|e| {
+            RpcStatus::internal(format!(
+                "cannot mount the root filesystem of container {name}: {}",
+                err_chain(&e)
+            ))
+        })?;
+        undo.mounted = true;
+
+        // Volumes: resolved, created and populated from the image (copy-up);
+        // released, and the ones made here removed, if the create fails.
+        let vols = self.volumes_prepare(ns, id, cfg, &image.config, &rootfs)?;
+        let build_cfg = ContainerConfig {
+            mounts: vols.mounts.clone(),
+            ..cfg.clone()
+        };
+        rec.mount_points = vols.points.clone();
+
+        let etc = berth_spec::write_etc_files(
+            &cdir,
+            &hostname,
+            &cfg.network_mode,
+            &cfg.dns,
+            &self.extra_hosts(ns, cfg)?,
+        )
+        .map_err(|e| RpcStatus::invalid_argument(err_chain(&e)))?;
+        let shim = self.config().shim_binary.clone();
+        let built = berth_spec::build(&berth_spec::Input {
+            id,
+            config: &build_cfg,
+            image: &image.config,
+            rootfs: &rootfs,
+            etc: &etc,
+            init_binary: cfg.init.then_some(shim.as_path()),
+            cgroups_path: rec.cgroups_path.clone(),
+        })
+        .map_err(|e| RpcStatus::invalid_argument(err_chain(&e)))?;
+        let mut spec = built.spec;
+        self.network_spec(id, cfg, &mut spec);
+        let readonly = spec.root().as_ref().and_then(|r| r.readonly());
+        let root = oci_spec::runtime::RootBuilder::default()
+            .path("rootfs")
+            .readonly(readonly.unwrap_or(cfg.read_only))
+            .build()
+            .map_err(|e| RpcStatus::internal(format!("cannot build the spec's root: {e}")))?;
+        spec.set_root(Some(root));
+        if let Some(p) = spec.process() {
+            let args = p.args().clone().unwrap_or_default();
+            rec.path = args.first().cloned().unwrap_or_default();
+            rec.args = args.into_iter().skip(1).collect();
+            rec.env = p.env().clone().unwrap_or_default();
+            rec.working_dir = p.cwd().to_string_lossy().into_owned();
+        }
+        rec.user = if cfg.user.is_empty() {
+            image
+                .config
+                .config()
+                .as_ref()
+                .and_then(|c| c.user().clone())
+                .unwrap_or_default()
+        } else {
+            cfg.user.clone()
+        };
+        rec.stop_signal = built.stop_signal;
+        let spec_bytes = serde_json::to_vec(&spec)
+            .map_err(|e| RpcStatus::internal(format!("cannot serialise config.json: {e}")))?;
+        // The bundle lives in the state directory (tmpfs): a copy in the record's
+        // directory lets a boot after a host reboot rebuild it.
+        std::fs::write(cdir.join("config.json"), &spec_bytes)
+            .map_err(io("write config.json in", &cdir))?;
+        std::fs::write(bundle.join("config.json"), &spec_bytes)
+            .map_err(io("write config.json in", &bundle))?;
+
+        Ok((vols, built.warnings))
     }
 
     fn reserve_name(&self, ns: &str, wanted: &str, id: &str) -> Result<String, RpcStatus> {
@@ -446,6 +455,12 @@ pub fn parse_size(s: &str) -> Option<u64> {
         clippy::cast_precision_loss
     )]
     Some((n * mult as f64) as u64)
+}
+
+/// An I/O error of a create step: what it did (`op`) on which path.
+fn io(op: &'static str, p: &Path) -> impl FnOnce(std::io::Error) -> RpcStatus + use<> {
+    let p = p.to_path_buf();
+    move |e| RpcStatus::internal(format!("cannot {op} {}: {e}", p.display()))
 }
 
 /// Undoes a create step by step unless disarmed.
