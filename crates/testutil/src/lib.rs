@@ -397,21 +397,8 @@ pub mod host {
         "CNI-HOSTPORT-MASQ",
         "CNI-HOSTPORT-SETMARK",
     ];
-    /// Where `portmap` jumps to them from: (built-in chain, the rule's match and target).
-    const PORTMAP_JUMPS: [(&str, &str); 3] = [
-        (
-            "PREROUTING",
-            "-m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT",
-        ),
-        (
-            "OUTPUT",
-            "-m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT",
-        ),
-        (
-            "POSTROUTING",
-            "-m comment --comment \"CNI portfwd requiring masquerade\" -j CNI-HOSTPORT-MASQ",
-        ),
-    ];
+    /// The built-in nat chains `portmap` jumps to them from.
+    const PORTMAP_FROM: [&str; 3] = ["PREROUTING", "OUTPUT", "POSTROUTING"];
 
     /// Tests of this process holding a [`PortmapChains`], and whether the chains existed
     /// before the first of them began.
@@ -446,18 +433,20 @@ pub mod host {
                 Some(rules) if rules.lines().all(|l| l.starts_with("-N ")) => {}
                 _ => return,
             }
-            for (chain, rule) in PORTMAP_JUMPS {
-                let cmd = format!("iptables -w -t nat -D {chain} {rule}");
-                // Concurrent first uses can append a jump twice.
-                for _ in 0..8 {
-                    let deleted = std::process::Command::new("sh")
-                        .args(["-c", &cmd])
+            // Every rule that jumps to one of them, whatever portmap's version put around the
+            // target (`-S` prints it quoted for a shell, as `-D` takes it back).
+            for from in PORTMAP_FROM {
+                let Some(rules) = iptables(&["-S", from]) else {
+                    continue;
+                };
+                for rule in rules.lines().filter(|r| jumps_to_portmap(r)) {
+                    let Some(spec) = rule.strip_prefix("-A ") else {
+                        continue;
+                    };
+                    let _ = std::process::Command::new("sh")
+                        .args(["-c", &format!("iptables -w -t nat -D {spec}")])
                         .stderr(std::process::Stdio::null())
-                        .status()
-                        .is_ok_and(|s| s.success());
-                    if !deleted {
-                        break;
-                    }
+                        .status();
                 }
             }
             for chain in PORTMAP_CHAINS {
@@ -465,6 +454,14 @@ pub mod host {
                 let _ = iptables(&["-X", chain]);
             }
         }
+    }
+
+    /// Whether a rule of `iptables -S` jumps to one of portmap's chains.
+    fn jumps_to_portmap(rule: &str) -> bool {
+        let words: Vec<&str> = rule.split_whitespace().collect();
+        words
+            .windows(2)
+            .any(|w| (w[0] == "-j" || w[0] == "-g") && PORTMAP_CHAINS.contains(&w[1]))
     }
 
     /// `iptables -w -t nat ARGS`: its output if it succeeded.
