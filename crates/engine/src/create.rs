@@ -354,8 +354,8 @@ impl Engine {
         rec.stop_signal = built.stop_signal;
         let spec_bytes = serde_json::to_vec(&spec)
             .map_err(|e| RpcStatus::internal(format!("cannot serialise config.json: {e}")))?;
-        // The bundle lives in the state directory (tmpfs): a copy in the record's
-        // directory lets a boot after a host reboot rebuild it.
+        // The bundle lives in the state directory (tmpfs for the default root): a copy in the
+        // record's directory lets a boot after a host reboot rebuild it.
         std::fs::write(cdir.join("config.json"), &spec_bytes)
             .map_err(io("write config.json in", &cdir))?;
         std::fs::write(bundle.join("config.json"), &spec_bytes)
