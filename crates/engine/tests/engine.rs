@@ -40,6 +40,8 @@ struct Env {
     _tmp: tempfile::TempDir,
     daemon: Option<Child>,
     ns: String,
+    /// Dropped after `Drop::drop` has stopped the daemon and removed its containers.
+    _cgroups: berth_testutil::host::BerthCgroups,
 }
 
 impl Env {
@@ -56,6 +58,7 @@ impl Env {
             _tmp: tmp,
             daemon: None,
             ns: "default".into(),
+            _cgroups: berth_testutil::host::berth_cgroups(),
         };
         env.start_daemon();
         env

@@ -23,6 +23,7 @@ struct Daemon {
     socket: PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
+    _cgroups: berth_testutil::host::BerthCgroups,
 }
 
 impl Daemon {
@@ -58,6 +59,7 @@ impl Daemon {
             socket,
             stop: Some(stop),
             server: Some(server),
+            _cgroups: berth_testutil::host::berth_cgroups(),
         }
     }
 

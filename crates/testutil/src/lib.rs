@@ -456,6 +456,82 @@ pub mod host {
         }
     }
 
+    /// Tests of this process holding a [`BerthCgroups`], and whether a `/berth` cgroup
+    /// existed before the first of them began.
+    static BERTH_CGROUP_USERS: std::sync::Mutex<(usize, bool)> = std::sync::Mutex::new((0, false));
+
+    /// Held by fixtures that start berthd. Containers' cgroups are made below `/berth/NS` in
+    /// every hierarchy, and those parents outlive the daemon (as Docker's `/docker` does).
+    /// When the last holder in this process is dropped, a `/berth` that did not exist before
+    /// the first holder began is removed, namespaces and all, once it is empty; an exiting
+    /// standby shim may hold its pool for a moment, so this waits up to 3 s. Anything still
+    /// in use there (a leak another check reports) is left alone.
+    #[must_use = "the cgroups are checked when the guard is dropped"]
+    pub struct BerthCgroups(());
+
+    /// Start holding a [`BerthCgroups`].
+    pub fn berth_cgroups() -> BerthCgroups {
+        let mut users = BERTH_CGROUP_USERS.lock().unwrap_or_else(|e| e.into_inner());
+        if users.0 == 0 {
+            users.1 = !berth_cgroup_dirs().is_empty();
+        }
+        users.0 += 1;
+        BerthCgroups(())
+    }
+
+    impl Drop for BerthCgroups {
+        fn drop(&mut self) {
+            let mut users = BERTH_CGROUP_USERS.lock().unwrap_or_else(|e| e.into_inner());
+            users.0 -= 1;
+            if users.0 > 0 || users.1 {
+                return;
+            }
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+            loop {
+                for top in berth_cgroup_dirs() {
+                    for ns in subdirs(&top) {
+                        for pool in subdirs(&ns) {
+                            if pool
+                                .file_name()
+                                .is_some_and(|n| n.to_string_lossy().starts_with(".pool-"))
+                            {
+                                let _ = std::fs::remove_dir(&pool);
+                            }
+                        }
+                        let _ = std::fs::remove_dir(&ns);
+                    }
+                    let _ = std::fs::remove_dir(&top);
+                }
+                if berth_cgroup_dirs().is_empty() || std::time::Instant::now() > deadline {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// `/sys/fs/cgroup/berth` (unified) and `/sys/fs/cgroup/*/berth` (each v1 hierarchy) that
+    /// exist.
+    pub fn berth_cgroup_dirs() -> Vec<PathBuf> {
+        let root = std::path::Path::new("/sys/fs/cgroup");
+        let mut out: Vec<PathBuf> = subdirs(root).iter().map(|h| h.join("berth")).collect();
+        out.push(root.join("berth"));
+        out.retain(|d| d.is_dir());
+        out
+    }
+
+    /// The directories directly in `dir` (none if it cannot be read).
+    fn subdirs(dir: &std::path::Path) -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Whether a rule of `iptables -S` jumps to one of portmap's chains.
     fn jumps_to_portmap(rule: &str) -> bool {
         let words: Vec<&str> = rule.split_whitespace().collect();

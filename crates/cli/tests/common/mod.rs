@@ -20,6 +20,7 @@ pub struct Berth {
     pub dir: tempfile::TempDir,
     /// Dropped after `Drop::drop` below has removed this root's containers and networks.
     _portmap: berth_testutil::host::PortmapChains,
+    _cgroups: berth_testutil::host::BerthCgroups,
 }
 
 impl Berth {
@@ -40,6 +41,7 @@ impl Berth {
                 .tempdir_in("/var/tmp")
                 .expect("temp dir"),
             _portmap: berth_testutil::host::portmap_chains(),
+            _cgroups: berth_testutil::host::berth_cgroups(),
         }
     }
 
