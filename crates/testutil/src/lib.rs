@@ -400,9 +400,35 @@ pub mod host {
     /// The built-in nat chains `portmap` jumps to them from.
     const PORTMAP_FROM: [&str; 3] = ["PREROUTING", "OUTPUT", "POSTROUTING"];
 
-    /// Tests of this process holding a [`PortmapChains`], and whether the chains existed
-    /// before the first of them began.
-    static PORTMAP_USERS: std::sync::Mutex<(usize, bool)> = std::sync::Mutex::new((0, false));
+    /// How many guards of one kind this process holds, and whether what they guard existed
+    /// before the first of them began (then it is not this process's to remove).
+    struct Holders(std::sync::Mutex<(usize, bool)>);
+
+    impl Holders {
+        const fn new() -> Holders {
+            Holders(std::sync::Mutex::new((0, false)))
+        }
+
+        /// One more holder; the first asks `existed`.
+        fn hold(&self, existed: impl FnOnce() -> bool) {
+            let mut h = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            if h.0 == 0 {
+                h.1 = existed();
+            }
+            h.0 += 1;
+        }
+
+        /// One holder fewer. When that was the last and what they guard appeared meanwhile,
+        /// returns the lock, held while the caller removes it so that no new holder starts.
+        fn release(&self) -> Option<std::sync::MutexGuard<'_, (usize, bool)>> {
+            let mut h = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            h.0 -= 1;
+            (h.0 == 0 && !h.1).then_some(h)
+        }
+    }
+
+    /// Tests of this process holding a [`PortmapChains`].
+    static PORTMAP_USERS: Holders = Holders::new();
 
     /// Held by a test that may publish ports. `portmap` creates its shared chains on first use
     /// and never removes them; when the last holder in this process is dropped (also when its
@@ -413,21 +439,15 @@ pub mod host {
 
     /// Start holding a [`PortmapChains`].
     pub fn portmap_chains() -> PortmapChains {
-        let mut users = PORTMAP_USERS.lock().unwrap_or_else(|e| e.into_inner());
-        if users.0 == 0 {
-            users.1 = iptables(&["-S", PORTMAP_CHAINS[0]]).is_some();
-        }
-        users.0 += 1;
+        PORTMAP_USERS.hold(|| iptables(&["-S", PORTMAP_CHAINS[0]]).is_some());
         PortmapChains(())
     }
 
     impl Drop for PortmapChains {
         fn drop(&mut self) {
-            let mut users = PORTMAP_USERS.lock().unwrap_or_else(|e| e.into_inner());
-            users.0 -= 1;
-            if users.0 > 0 || users.1 {
+            let Some(_last) = PORTMAP_USERS.release() else {
                 return;
-            }
+            };
             // Still holding a mapping (a leak another check reports): leave them.
             match iptables(&["-S", PORTMAP_CHAINS[0]]) {
                 Some(rules) if rules.lines().all(|l| l.starts_with("-N ")) => {}
@@ -456,9 +476,8 @@ pub mod host {
         }
     }
 
-    /// Tests of this process holding a [`BerthCgroups`], and whether a `/berth` cgroup
-    /// existed before the first of them began.
-    static BERTH_CGROUP_USERS: std::sync::Mutex<(usize, bool)> = std::sync::Mutex::new((0, false));
+    /// Tests of this process holding a [`BerthCgroups`].
+    static BERTH_CGROUP_USERS: Holders = Holders::new();
 
     /// Held by fixtures that start berthd. Containers' cgroups are made below `/berth/NS` in
     /// every hierarchy, and those parents outlive the daemon (as Docker's `/docker` does).
@@ -471,21 +490,15 @@ pub mod host {
 
     /// Start holding a [`BerthCgroups`].
     pub fn berth_cgroups() -> BerthCgroups {
-        let mut users = BERTH_CGROUP_USERS.lock().unwrap_or_else(|e| e.into_inner());
-        if users.0 == 0 {
-            users.1 = !berth_cgroup_dirs().is_empty();
-        }
-        users.0 += 1;
+        BERTH_CGROUP_USERS.hold(|| !berth_cgroup_dirs().is_empty());
         BerthCgroups(())
     }
 
     impl Drop for BerthCgroups {
         fn drop(&mut self) {
-            let mut users = BERTH_CGROUP_USERS.lock().unwrap_or_else(|e| e.into_inner());
-            users.0 -= 1;
-            if users.0 > 0 || users.1 {
+            let Some(_last) = BERTH_CGROUP_USERS.release() else {
                 return;
-            }
+            };
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
             loop {
                 for top in berth_cgroup_dirs() {

@@ -47,6 +47,15 @@ fn nat_rules() -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+fn assert_chains_stay(left: &str) {
+    for c in CHAINS {
+        assert!(
+            left.contains(&format!("-N {c}")),
+            "{c} was removed:\n{left}"
+        );
+    }
+}
+
 fn make_chains_and_jumps() {
     for c in CHAINS {
         nat(&format!("-N {c}"));
@@ -86,12 +95,7 @@ fn chains_still_holding_a_mapping_stay() {
         nat("-A CNI-HOSTPORT-DNAT -p tcp --dport 8080 -j RETURN");
         drop(guard);
         let left = nat_rules();
-        for c in CHAINS {
-            assert!(
-                left.contains(&format!("-N {c}")),
-                "{c} was removed:\n{left}"
-            );
-        }
+        assert_chains_stay(&left);
         assert!(
             left.contains("-j CNI-HOSTPORT-MASQ"),
             "a jump was removed:\n{left}"
@@ -106,11 +110,6 @@ fn chains_that_were_there_before_stay() {
         let guard = portmap_chains();
         drop(guard);
         let left = nat_rules();
-        for c in CHAINS {
-            assert!(
-                left.contains(&format!("-N {c}")),
-                "{c} was removed:\n{left}"
-            );
-        }
+        assert_chains_stay(&left);
     });
 }

@@ -276,18 +276,16 @@ impl Read for ChannelReader {
 /// first, before every entry (about 1% of a pull's CPU on a layer of small files).
 impl io::Seek for ChannelReader {
     fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
-        let io::SeekFrom::Current(delta) = pos else {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "the layer stream can only skip forward (internal error)",
-            ));
-        };
-        let mut left = u64::try_from(delta).map_err(|_| {
+        let not_forward = || {
             io::Error::new(
                 io::ErrorKind::Unsupported,
                 "the layer stream can only skip forward (internal error)",
             )
-        })?;
+        };
+        let io::SeekFrom::Current(delta) = pos else {
+            return Err(not_forward());
+        };
+        let mut left = u64::try_from(delta).map_err(|_| not_forward())?;
         while left > 0 {
             if !self.fill()? {
                 return Err(io::Error::new(
