@@ -260,14 +260,22 @@ fn devices(dir: &Path, rules: &[LinuxDeviceCgroup]) -> Result<()> {
 }
 
 /// New v1 cpusets start with no cpus and no memory nodes, and no task can join them: copy the
-/// parent's.
+/// parent's. A parent that is itself still empty (another process made it and has not filled it
+/// in yet, or died before it could) is filled in from its own parent first, so two creators racing
+/// down the same path both end up with the hierarchy's values instead of copying an empty one.
 pub(crate) fn init_cpuset(dir: &Path) -> Result<()> {
     let Some(parent) = dir.parent() else {
         return Ok(());
     };
     for file in ["cpuset.cpus", "cpuset.mems"] {
         if crate::fsutil::read(dir, file)?.is_empty() {
-            write(dir, file, crate::fsutil::read(parent, file)?)?;
+            let mut value = crate::fsutil::read(parent, file)?;
+            if value.is_empty() {
+                // The hierarchy's root is never empty, so this stops before leaving it.
+                init_cpuset(parent)?;
+                value = crate::fsutil::read(parent, file)?;
+            }
+            write(dir, file, value)?;
         }
     }
     Ok(())

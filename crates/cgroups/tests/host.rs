@@ -241,3 +241,69 @@ fn a_value_the_kernel_refuses_names_the_file_and_the_value() {
         "{err}"
     );
 }
+
+/// Removes the parent cgroups a test made, after the `Guard` declared later has removed the leaf.
+struct Parents(Vec<std::path::PathBuf>);
+
+impl Drop for Parents {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+/// Two daemons creating the same `/berth/NAMESPACE` parents at once: the first has made a v1
+/// cpuset but not yet copied its cpus and memory nodes in when the second creates a container
+/// below it. The second must fill the empty parent in rather than copy its emptiness, which
+/// would leave every later container there unable to take a task (`ENOSPC`).
+#[test]
+fn a_cpuset_parent_another_creator_left_empty_is_filled_in() {
+    require_root();
+    let layout = Layout::detect().unwrap();
+    let name = unique("cpuset");
+    let mgr = Manager::resolve(&layout, Some(&format!("/{name}/ctr")), &name, false).unwrap();
+    let Some(leaf) = mgr
+        .paths()
+        .v1
+        .iter()
+        .find(|(k, _)| k.split(',').any(|c| c == "cpuset"))
+        .map(|(_, d)| d.clone())
+    else {
+        assert_eq!(layout.hierarchy(), Hierarchy::Unified, "no v1 cpuset");
+        return; // cgroup2 cpusets inherit their parent's effective set: nothing to fill in.
+    };
+    let parents = Parents(
+        mgr.paths()
+            .v1
+            .values()
+            .chain(mgr.paths().unified.iter())
+            .map(|d| d.parent().unwrap().to_path_buf())
+            .collect(),
+    );
+    let mut g = Guard {
+        mgr: mgr.clone(),
+        child: None,
+    };
+    let parent = leaf.parent().unwrap();
+    std::fs::create_dir(parent).unwrap();
+    for f in ["cpuset.cpus", "cpuset.mems"] {
+        std::fs::write(parent.join(f), "\n").unwrap();
+        assert_eq!(std::fs::read_to_string(parent.join(f)).unwrap(), "\n");
+    }
+
+    mgr.create().unwrap();
+    let child = Command::new("sleep").arg("60").spawn().unwrap();
+    let child_pid = pid(&child);
+    g.child = Some(child);
+    mgr.add_process(child_pid).unwrap();
+    assert_eq!(mgr.procs().unwrap(), [child_pid]);
+    let root = parent.parent().unwrap();
+    for f in ["cpuset.cpus", "cpuset.mems"] {
+        let want = std::fs::read_to_string(root.join(f)).unwrap();
+        assert_eq!(std::fs::read_to_string(parent.join(f)).unwrap(), want);
+        assert_eq!(std::fs::read_to_string(leaf.join(f)).unwrap(), want);
+    }
+    drop(g);
+    drop(parents);
+}
