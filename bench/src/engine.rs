@@ -91,6 +91,8 @@ struct Engines {
 
 pub fn run(a: &EngineArgs) -> Result<()> {
     require_root()?;
+    // The `/berth` cgroup parents the daemons make go when this returns, if they were new.
+    let _cgroups = berth_testutil::host::berth_cgroups();
     let tools = resolve(a)?;
     if a.runs < 20 && !a.skipped("start") {
         eprintln!(

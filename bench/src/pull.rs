@@ -61,6 +61,8 @@ struct Ctx<'a> {
 
 pub fn run(a: &PullArgs) -> Result<()> {
     require_root()?;
+    // The `/berth` cgroup parents the daemons make go when this returns, if they were new.
+    let _cgroups = berth_testutil::host::berth_cgroups();
     let tools = resolve(a)?;
     let image = Image::open(&a.image)?;
     if !Path::new(berth_testutil::registry::DOCKER_REGISTRY).is_file() {
