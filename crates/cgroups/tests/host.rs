@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use berth_cgroups::{CgroupPaths, FreezerState, Hierarchy, Layout, Manager};
@@ -27,10 +27,12 @@ fn unique(tag: &str) -> String {
     )
 }
 
-/// Kills the child and removes the cgroup even when an assertion fails.
+/// Kills the child and removes the cgroup (then the parents a test made for it) even when an
+/// assertion fails.
 struct Guard {
     mgr: Manager,
     child: Option<Child>,
+    parents: Vec<PathBuf>,
 }
 
 impl Drop for Guard {
@@ -42,7 +44,46 @@ impl Drop for Guard {
         let _ = self.mgr.kill_all(libc::SIGKILL);
         let _ = self.mgr.thaw();
         let _ = self.mgr.destroy();
+        for d in &self.parents {
+            let _ = std::fs::remove_dir(d);
+        }
     }
+}
+
+/// A unique name, and a manager and its guard for the cgroup `/<name>` in every hierarchy (with
+/// `child`, `/<name>/<child>`; the guard then removes `/<name>` too).
+fn managed(tag: &str, child: Option<&str>) -> (Layout, String, Manager, Guard) {
+    require_root();
+    let layout = Layout::detect().unwrap();
+    let name = unique(tag);
+    let path = match child {
+        Some(c) => format!("/{name}/{c}"),
+        None => format!("/{name}"),
+    };
+    let mgr = Manager::resolve(&layout, Some(&path), &name, false).unwrap();
+    let parents = match child {
+        Some(_) => mgr
+            .paths()
+            .v1
+            .values()
+            .chain(mgr.paths().unified.iter())
+            .map(|d| d.parent().unwrap().to_path_buf())
+            .collect(),
+        None => Vec::new(),
+    };
+    let g = Guard {
+        mgr: mgr.clone(),
+        child: None,
+        parents,
+    };
+    (layout, name, mgr, g)
+}
+
+/// The v1 directory of `controller` (a mount may hold several, as `cpu,cpuacct`).
+fn v1_dir<'a>(p: &'a CgroupPaths, controller: &str) -> Option<&'a Path> {
+    p.v1.iter()
+        .find(|(k, _)| k.split(',').any(|x| x == controller))
+        .map(|(_, d)| d.as_path())
 }
 
 /// A shell that waits for a line on stdin, then probes two devices.
@@ -76,14 +117,7 @@ fn probe_devices(g: &mut Guard) -> String {
 
 #[test]
 fn full_cycle_on_the_hosts_hierarchies() {
-    require_root();
-    let layout = Layout::detect().unwrap();
-    let name = unique("cycle");
-    let mgr = Manager::resolve(&layout, Some(&format!("/{name}")), &name, false).unwrap();
-    let mut g = Guard {
-        mgr: mgr.clone(),
-        child: None,
-    };
+    let (layout, name, mgr, mut g) = managed("cycle", None);
     let r = resources(&format!(
         r#"{{"memory":{{"limit":67108864}},"pids":{{"limit":20}},"cpu":{{"shares":512,"quota":50000,"period":100000,"cpus":"0"}},"devices":{DEVICES}}}"#
     ));
@@ -104,13 +138,7 @@ fn full_cycle_on_the_hosts_hierarchies() {
         assert_eq!(read(dir, "pids.max"), "20");
         assert_eq!(read(dir, "cpu.max"), "50000 100000");
     } else {
-        let dir = |c: &str| {
-            p.v1.iter()
-                .find(|(k, _)| k.split(',').any(|x| x == c))
-                .unwrap()
-                .1
-                .as_path()
-        };
+        let dir = |c: &str| v1_dir(&p, c).unwrap();
         assert_eq!(read(dir("memory"), "memory.limit_in_bytes"), "67108864");
         assert_eq!(read(dir("pids"), "pids.max"), "20");
         assert_eq!(read(dir("cpu"), "cpu.shares"), "512");
@@ -150,14 +178,7 @@ fn full_cycle_on_the_hosts_hierarchies() {
 
 #[test]
 fn kill_all_reaches_every_process_even_paused_ones() {
-    require_root();
-    let layout = Layout::detect().unwrap();
-    let name = unique("kill");
-    let mgr = Manager::resolve(&layout, Some(&format!("/{name}")), &name, false).unwrap();
-    let mut g = Guard {
-        mgr: mgr.clone(),
-        child: None,
-    };
+    let (_, _, mgr, mut g) = managed("kill", None);
     mgr.create().unwrap();
     let child = Command::new("sleep").arg("60").spawn().unwrap();
     mgr.add_process(pid(&child)).unwrap();
@@ -193,6 +214,7 @@ fn cgroup2_device_filter_freeze_and_kill() {
     let mut g = Guard {
         mgr: mgr.clone(),
         child: None,
+        parents: Vec::new(),
     };
     let r = resources(&format!(r#"{{"devices":{DEVICES}}}"#));
     mgr.check(&r).unwrap();
@@ -223,14 +245,7 @@ fn cgroup2_device_filter_freeze_and_kill() {
 
 #[test]
 fn a_value_the_kernel_refuses_names_the_file_and_the_value() {
-    require_root();
-    let layout = Layout::detect().unwrap();
-    let name = unique("bad");
-    let mgr = Manager::resolve(&layout, Some(&format!("/{name}")), &name, false).unwrap();
-    let _g = Guard {
-        mgr: mgr.clone(),
-        child: None,
-    };
+    let (_, _, mgr, _g) = managed("bad", None);
     mgr.create().unwrap();
     let err = mgr
         .apply(&resources(r#"{"cpu":{"cpus":"999"}}"#))
@@ -242,48 +257,16 @@ fn a_value_the_kernel_refuses_names_the_file_and_the_value() {
     );
 }
 
-/// Removes the parent cgroups a test made, after the `Guard` declared later has removed the leaf.
-struct Parents(Vec<std::path::PathBuf>);
-
-impl Drop for Parents {
-    fn drop(&mut self) {
-        for d in &self.0 {
-            let _ = std::fs::remove_dir(d);
-        }
-    }
-}
-
 /// Two daemons creating the same `/berth/NAMESPACE` parents at once: the first has made a v1
 /// cpuset but not yet copied its cpus and memory nodes in when the second creates a container
 /// below it. The second must fill the empty parent in rather than copy its emptiness, which
 /// would leave every later container there unable to take a task (`ENOSPC`).
 #[test]
 fn a_cpuset_parent_another_creator_left_empty_is_filled_in() {
-    require_root();
-    let layout = Layout::detect().unwrap();
-    let name = unique("cpuset");
-    let mgr = Manager::resolve(&layout, Some(&format!("/{name}/ctr")), &name, false).unwrap();
-    let Some(leaf) = mgr
-        .paths()
-        .v1
-        .iter()
-        .find(|(k, _)| k.split(',').any(|c| c == "cpuset"))
-        .map(|(_, d)| d.clone())
-    else {
+    let (layout, _, mgr, mut g) = managed("cpuset", Some("ctr"));
+    let Some(leaf) = v1_dir(mgr.paths(), "cpuset").map(Path::to_path_buf) else {
         assert_eq!(layout.hierarchy(), Hierarchy::Unified, "no v1 cpuset");
         return; // cgroup2 cpusets inherit their parent's effective set: nothing to fill in.
-    };
-    let parents = Parents(
-        mgr.paths()
-            .v1
-            .values()
-            .chain(mgr.paths().unified.iter())
-            .map(|d| d.parent().unwrap().to_path_buf())
-            .collect(),
-    );
-    let mut g = Guard {
-        mgr: mgr.clone(),
-        child: None,
     };
     let parent = leaf.parent().unwrap();
     std::fs::create_dir(parent).unwrap();
@@ -304,6 +287,4 @@ fn a_cpuset_parent_another_creator_left_empty_is_filled_in() {
         assert_eq!(std::fs::read_to_string(parent.join(f)).unwrap(), want);
         assert_eq!(std::fs::read_to_string(leaf.join(f)).unwrap(), want);
     }
-    drop(g);
-    drop(parents);
 }
