@@ -9,8 +9,8 @@ use serde_json::{Map, Value, json};
 
 use crate::pull_args::{PullArgs, TOOLS};
 use crate::pull_support::{
-    Containerd, Daemon, Image, Measured, Running, Scratch, count_entries, drop_caches, measure,
-    output, remove_tree, start_berthd, sync,
+    Containerd, Daemon, HostCpu, Image, Measured, Running, Scratch, count_entries, drop_caches,
+    measure, output, remove_tree, start_berthd, sync,
 };
 use crate::stats::Summary;
 use crate::{Host, Result, check_interrupted, require_root, version, which};
@@ -46,6 +46,8 @@ struct Sample {
     sync_secs: f64,
     /// Peak RSS of the process we started (for the floor: the largest of the parallel tars).
     rss_kib: u64,
+    /// Busy CPU seconds of the whole host during the pull (`HostCpu`; not during the sync).
+    host_cpu_secs: f64,
     /// containerd only: the daemon's peak RSS (VmHWM of a daemon started for this pull) and
     /// its RSS just before the pull.
     daemon: Option<(u64, u64)>,
@@ -354,6 +356,7 @@ fn simple(m: Measured) -> Sample {
         secs: m.wall.as_secs_f64(),
         sync_secs,
         rss_kib: m.maxrss_kib,
+        host_cpu_secs: m.host_cpu_secs,
         daemon: None,
     }
 }
@@ -361,6 +364,7 @@ fn simple(m: Measured) -> Sample {
 /// GNU `tar -xzf` of every layer blob at once, each into its own fresh directory: the time
 /// from the first spawn until the last one exits.
 fn floor(ctx: &Ctx, dir: &Path) -> Result<Sample> {
+    let cpu = HostCpu::now()?;
     let start = std::time::Instant::now();
     let mut running = Vec::with_capacity(ctx.image.layers.len());
     for (i, l) in ctx.image.layers.iter().enumerate() {
@@ -378,6 +382,7 @@ fn floor(ctx: &Ctx, dir: &Path) -> Result<Sample> {
     let s = simple(Measured {
         wall,
         maxrss_kib: rss,
+        host_cpu_secs: cpu.busy_since()?,
     });
     check_unpacked("tar -xzf", dir, ctx.image)?;
     Ok(s)
@@ -437,7 +442,7 @@ fn report(
         a.runs
     );
     println!(
-        "{:<22} {:>8} {:>7} {:>7} {:>7} {:>9} {:>8} {:>11} {:>13}",
+        "{:<22} {:>8} {:>7} {:>7} {:>7} {:>9} {:>8} {:>11} {:>13} {:>10} {:>6}",
         "tool",
         "median",
         "min",
@@ -446,7 +451,9 @@ fn report(
         "x podman",
         "x floor",
         "sync after",
-        "peak RSS MiB"
+        "peak RSS MiB",
+        "host CPU s",
+        "busy"
     );
     let mut pulls = Map::new();
     let mut daemon_lines = Vec::new();
@@ -454,13 +461,17 @@ fn report(
         let secs = summary(&|s| s.secs, v).ok_or_else(|| format!("{name} has no samples"))?;
         let sync = summary(&|s| s.sync_secs, v).ok_or("no sync samples")?;
         let rss = summary(&|s| kib_f64(s.rss_kib), v).ok_or("no RSS samples")?;
+        let cpu = summary(&|s| s.host_cpu_secs, v).ok_or("no CPU samples")?;
+        // The share of the host's CPUs the pull kept busy (median CPU over median wall).
+        let ncpu = f64::from(u32::try_from(host.cpus.max(1)).unwrap_or(1));
+        let busy = cpu.median / (secs.median * ncpu);
         let (vs_ctr, vs_podman, vs_floor) = (
             ratio(Some(secs.median), median("ctr")),
             ratio(Some(secs.median), median("podman")),
             ratio(Some(secs.median), median("floor")),
         );
         println!(
-            "{:<22} {:>8.2} {:>7.2} {:>7.2} {:>7} {:>9} {:>8} {:>11.2} {:>13.1}",
+            "{:<22} {:>8.2} {:>7.2} {:>7.2} {:>7} {:>9} {:>8} {:>11.2} {:>13.1} {:>10.2} {:>5.0}%",
             label(name),
             secs.median,
             secs.min,
@@ -470,12 +481,16 @@ fn report(
             fmt_ratio(vs_floor),
             sync.median,
             rss.median / 1024.0,
+            cpu.median,
+            busy * 100.0,
         );
         let mut j = json!({
             "median_s": r3(secs.median), "min_s": r3(secs.min), "max_s": r3(secs.max),
             "samples_s": v.iter().map(|s| r3(s.secs)).collect::<Vec<_>>(),
             "sync_after_median_s": r3(sync.median),
             "peak_rss_kib": { "median": rss.median, "max": rss.max },
+            "host_cpu_s": { "median": r3(cpu.median), "min": r3(cpu.min), "max": r3(cpu.max) },
+            "host_busy_share": r3(busy),
             "ratio_to_ctr": vs_ctr.map(r3), "ratio_to_podman": vs_podman.map(r3),
             "ratio_to_floor": vs_floor.map(r3),
         });
@@ -506,6 +521,10 @@ fn report(
     }
     println!(
         "peak RSS: ru_maxrss (wait4) of the process started; berth's: berthd's VmHWM; the floor's: the largest tar, with its gzip"
+    );
+    println!(
+        "host CPU s: CPU time the whole host was busy during the command (user, system, irq on all {} CPUs: the tool, its daemon, the registry, the kernel's writeback), not during the sync after; busy: that over median wall x CPUs",
+        host.cpus
     );
     for l in daemon_lines {
         println!("{l}");

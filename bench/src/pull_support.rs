@@ -27,11 +27,14 @@ pub struct Running {
     reaped: bool,
 }
 
-/// How a child ended: its wall time from spawn and its peak RSS.
+/// How a child ended: its wall time from spawn, its peak RSS, and the busy CPU time of the
+/// whole host meanwhile.
 #[derive(Debug, Clone, Copy)]
 pub struct Measured {
     pub wall: Duration,
     pub maxrss_kib: u64,
+    /// CPU seconds the host was busy (all CPUs) between spawn and exit: [`HostCpu`].
+    pub host_cpu_secs: f64,
 }
 
 impl Running {
@@ -115,12 +118,60 @@ impl Drop for Running {
 
 /// Run `cmd` to completion, timing spawn+wait; an error unless it exits 0.
 pub fn measure(cmd: &mut Command) -> Result<Measured> {
+    let cpu = HostCpu::now()?;
     let start = Instant::now();
     let maxrss_kib = Running::spawn(cmd)?.wait()?;
     Ok(Measured {
         wall: start.elapsed(),
         maxrss_kib,
+        host_cpu_secs: cpu.busy_since()?,
     })
+}
+
+/// The host's busy CPU time so far: every CPU's user, nice, system, irq and softirq time from
+/// the first line of `/proc/stat` (idle, iowait and steal, time the hypervisor gave to others,
+/// are not ours). Over a pull it counts everything the pull made the machine do: the tool, its
+/// daemon, the registry serving it, the kernel's writeback and journal while it ran.
+#[derive(Debug, Clone, Copy)]
+pub struct HostCpu(u64);
+
+impl HostCpu {
+    pub fn now() -> Result<HostCpu> {
+        let stat =
+            std::fs::read_to_string("/proc/stat").map_err(|e| format!("read /proc/stat: {e}"))?;
+        Ok(HostCpu(busy_ticks(&stat)?))
+    }
+
+    /// CPU seconds the host was busy since `self`.
+    pub fn busy_since(self) -> Result<f64> {
+        let ticks = HostCpu::now()?.0.saturating_sub(self.0);
+        // SAFETY: sysconf only reads a constant of the C library.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        if hz <= 0 {
+            return Err("sysconf(_SC_CLK_TCK) failed".into());
+        }
+        #[allow(clippy::cast_precision_loss, reason = "tick counts are far below 2^53")]
+        Ok(ticks as f64 / hz as f64)
+    }
+}
+
+/// The busy ticks in `/proc/stat`'s text: the `cpu` line's user, nice, system, irq and softirq.
+fn busy_ticks(stat: &str) -> Result<u64> {
+    let line = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .ok_or("/proc/stat has no \"cpu\" line")?;
+    let f: Vec<u64> = line
+        .split_ascii_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| format!("/proc/stat: {line:?}: {e}"))?;
+    if f.len() < 7 {
+        return Err(format!("/proc/stat: {line:?}: fewer than 7 fields"));
+    }
+    // user nice system idle iowait irq softirq [steal guest guest_nice]
+    Ok(f[0] + f[1] + f[2] + f[5] + f[6])
 }
 
 /// Run `cmd` to completion and return its standard output; an error with its stderr unless it
@@ -686,6 +737,14 @@ impl Image {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn busy_ticks_leave_out_idle_iowait_and_steal() {
+        let stat = "cpu  100 2 30 5000 40 6 7 800 0 0\ncpu0 50 1 15 2500 20 3 3 400 0 0\n";
+        assert_eq!(busy_ticks(stat).unwrap(), 100 + 2 + 30 + 6 + 7);
+        assert!(busy_ticks("cpu0 1 2 3 4 5 6 7\n").is_err());
+        assert!(busy_ticks("cpu  1 2 3\n").is_err());
+    }
 
     #[test]
     fn mountinfo_escapes() {
