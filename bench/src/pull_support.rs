@@ -145,11 +145,8 @@ impl HostCpu {
     /// CPU seconds the host was busy since `self`.
     pub fn busy_since(self) -> Result<f64> {
         let ticks = HostCpu::now()?.0.saturating_sub(self.0);
-        // SAFETY: sysconf only reads a constant of the C library.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        if hz <= 0 {
-            return Err("sysconf(_SC_CLK_TCK) failed".into());
-        }
+        // `/proc/stat` counts in the kernel's USER_HZ (the auxiliary vector's AT_CLKTCK).
+        let hz = rustix::param::clock_ticks_per_second().max(1);
         #[allow(clippy::cast_precision_loss, reason = "tick counts are far below 2^53")]
         Ok(ticks as f64 / hz as f64)
     }
