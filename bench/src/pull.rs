@@ -455,6 +455,7 @@ fn report(
         "host CPU s",
         "busy"
     );
+    let ncpu = f64::from(u32::try_from(host.cpus.max(1)).unwrap_or(1));
     let mut pulls = Map::new();
     let mut daemon_lines = Vec::new();
     for (name, v) in names.iter().zip(samples) {
@@ -463,7 +464,6 @@ fn report(
         let rss = summary(&|s| kib_f64(s.rss_kib), v).ok_or("no RSS samples")?;
         let cpu = summary(&|s| s.host_cpu_secs, v).ok_or("no CPU samples")?;
         // The share of the host's CPUs the pull kept busy (median CPU over median wall).
-        let ncpu = f64::from(u32::try_from(host.cpus.max(1)).unwrap_or(1));
         let busy = cpu.median / (secs.median * ncpu);
         let (vs_ctr, vs_podman, vs_floor) = (
             ratio(Some(secs.median), median("ctr")),

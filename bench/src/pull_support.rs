@@ -129,7 +129,7 @@ pub fn measure(cmd: &mut Command) -> Result<Measured> {
 }
 
 /// The host's busy CPU time so far: every CPU's user, nice, system, irq and softirq time from
-/// the first line of `/proc/stat` (idle, iowait and steal, time the hypervisor gave to others,
+/// the `cpu` line of `/proc/stat` (idle, iowait and steal, time the hypervisor gave to others,
 /// are not ours). Over a pull it counts everything the pull made the machine do: the tool, its
 /// daemon, the registry serving it, the kernel's writeback and journal while it ran.
 #[derive(Debug, Clone, Copy)]
