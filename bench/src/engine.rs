@@ -135,7 +135,8 @@ pub fn run(a: &EngineArgs) -> Result<()> {
         lim["pids_cgroup_max"].as_str().unwrap_or("none"),
     );
 
-    let work = WorkDir::new(&a.tmpdir)?;
+    let work = WorkDir::new(&a.tmpdir, a.loop_fs)?;
+    println!("  stores: {}", work.describe());
     let image = BusyboxImage::build(&a.busybox, &work.path.join("image"))?;
     println!(
         "  image {IMAGE_TAG}: static busybox from {} with {} applet links, one layer of {} KiB ({})",
@@ -248,6 +249,7 @@ fn with_engines(
     result.insert("kernel".into(), json!(host.kernel));
     result.insert("cpus".into(), json!(host.cpus));
     result.insert("cgroups".into(), json!(host.cgroups));
+    result.insert("stores_fs".into(), json!(work.kind()));
     result.insert("limits".into(), lim);
     result.insert("targets".into(), Value::Object(tj));
     println!();

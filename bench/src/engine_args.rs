@@ -34,6 +34,8 @@ options:
       --busybox PATH    a static busybox for the image (default /bin/busybox)
       --tmpdir DIR      where the stores go (default /tmp; keep the path short: sockets live
                         below it)
+      --no-loop         write the stores to --tmpdir's own filesystem instead of a fresh
+                        ext4 on a loop device mounted there
       --containerd PATH, --ctr PATH, --podman PATH
                         the peers (default: from $PATH)
   -h, --help            this text
@@ -55,6 +57,8 @@ pub struct EngineArgs {
     pub skip: Vec<String>,
     pub busybox: PathBuf,
     pub tmpdir: PathBuf,
+    /// A fresh ext4 on a loop device for the stores (`--no-loop`: the host's filesystem).
+    pub loop_fs: bool,
     pub containerd: PathBuf,
     pub ctr: PathBuf,
     pub podman: PathBuf,
@@ -88,6 +92,7 @@ pub fn parse(mut p: lexopt::Parser) -> Result<Parsed, String> {
         skip: Vec::new(),
         busybox: PathBuf::from("/bin/busybox"),
         tmpdir: PathBuf::from("/tmp"),
+        loop_fs: true,
         containerd: PathBuf::from("containerd"),
         ctr: PathBuf::from("ctr"),
         podman: PathBuf::from("podman"),
@@ -117,6 +122,7 @@ pub fn parse(mut p: lexopt::Parser) -> Result<Parsed, String> {
             }
             Long("busybox") => a.busybox = path(&mut p)?,
             Long("tmpdir") => a.tmpdir = path(&mut p)?,
+            Long("no-loop") => a.loop_fs = false,
             Long("containerd") => a.containerd = path(&mut p)?,
             Long("ctr") => a.ctr = path(&mut p)?,
             Long("podman") => a.podman = path(&mut p)?,

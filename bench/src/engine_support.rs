@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::Result;
-use crate::pull_support::{Containerd, output, tail, unmount_below};
+use crate::pull_support::{
+    Containerd, LOOP_FS_BYTES, detach_loop, make_loop_fs, output, tail, unmount_below,
+};
 use crate::subject::{Failed, describe, read_all, run_checked, show};
 
 /// The image's name in the archive (each store records it in its own way; the peers are asked
@@ -941,30 +943,80 @@ fn hard_limit(r: libc::__rlimit_resource_t) -> Result<libc::rlim_t> {
 }
 
 /// The work directory: removed (after unmounting anything below it) when dropped, after the
-/// engines inside it are gone.
+/// engines inside it are gone. By default it is the mount point of a fresh ext4 on a loop
+/// device (the same kind of filesystem `berth-bench pull` uses), so every engine writes to a
+/// filesystem with no history: on this machine's root filesystem (ext4 without a journal)
+/// each new inode is looked for past those freed in the last minutes, so a start there costs
+/// more after a pull or another bench than on a quiet machine.
 #[derive(Debug)]
 pub struct WorkDir {
     pub path: PathBuf,
+    /// The loop device and its sparse file (`<path>.img`), when the work directory is one.
+    loop_fs: Option<(String, PathBuf)>,
 }
 
 impl WorkDir {
-    pub fn new(parent: &Path) -> Result<WorkDir> {
+    pub fn new(parent: &Path, loop_fs: bool) -> Result<WorkDir> {
         let dir = tempfile::Builder::new()
             .prefix("bbe.")
             .tempdir_in(parent)
             .map_err(|e| format!("create a work directory in {}: {e}", parent.display()))?;
-        Ok(WorkDir { path: dir.keep() })
+        let mut w = WorkDir {
+            path: dir.keep(),
+            loop_fs: None,
+        };
+        if loop_fs {
+            let mut img = w.path.clone().into_os_string();
+            img.push(".img");
+            let img = PathBuf::from(img);
+            match make_loop_fs(&img, LOOP_FS_BYTES, &w.path) {
+                Ok(dev) => w.loop_fs = Some((dev, img)),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&img);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(w)
+    }
+
+    /// What the stores are written to, for the report.
+    pub fn describe(&self) -> String {
+        match &self.loop_fs {
+            Some((dev, img)) => format!(
+                "{} (a fresh ext4 on {dev}, direct I/O, backed by the sparse file {})",
+                self.path.display(),
+                img.display()
+            ),
+            None => format!("{} (the host's filesystem)", self.path.display()),
+        }
+    }
+
+    /// `"loop-ext4"` or `"host"`, for the RESULT line.
+    pub fn kind(&self) -> &'static str {
+        if self.loop_fs.is_some() {
+            "loop-ext4"
+        } else {
+            "host"
+        }
     }
 }
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
+        // Everything at or below the work directory, the loop filesystem itself last.
         if !unmount_below(&self.path) {
             eprintln!(
                 "berth-bench: cleanup: mounts left below {}; not removing it",
                 self.path.display()
             );
             return;
+        }
+        if let Some((dev, img)) = &self.loop_fs {
+            detach_loop(dev);
+            if let Err(e) = std::fs::remove_file(img) {
+                eprintln!("berth-bench: cleanup: remove {}: {e}", img.display());
+            }
         }
         if let Err(e) = std::fs::remove_dir_all(&self.path) {
             eprintln!("berth-bench: cleanup: remove {}: {e}", self.path.display());

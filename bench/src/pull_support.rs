@@ -302,7 +302,48 @@ pub fn remove_tree(dir: &Path) -> Result<()> {
 }
 
 /// Size of the sparse file behind the scratch filesystem: one pull at a time lives there.
-const LOOP_FS_BYTES: u64 = 16 << 30;
+pub const LOOP_FS_BYTES: u64 = 16 << 30;
+
+/// A fresh ext4 in the sparse file `img` (created, `bytes` long) on a loop device with direct
+/// I/O (so pages are not cached twice), mounted on the existing directory `mnt`. Returns the
+/// device. On an error nothing is left attached or mounted (the file is left to the caller).
+pub fn make_loop_fs(img: &Path, bytes: u64, mnt: &Path) -> Result<String> {
+    File::create(img)
+        .and_then(|f| f.set_len(bytes))
+        .map_err(|e| format!("create the sparse file {}: {e}", img.display()))?;
+    output(
+        Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-m", "0"])
+            .args(["-E", "nodiscard,lazy_itable_init=0,lazy_journal_init=0"])
+            .arg(img),
+    )
+    .map_err(|e| format!("{e} (Debian package e2fsprogs; or pass --no-loop)"))?;
+    let dev = output(
+        Command::new("losetup")
+            .args(["--find", "--show", "--direct-io=on"])
+            .arg(img),
+    )
+    .map_err(|e| format!("{e} (no free loop device? pass --no-loop)"))?;
+    let dev = dev.trim().to_owned();
+    if let Err(e) = output(
+        Command::new("mount")
+            .args(["-t", "ext4"])
+            .arg(&dev)
+            .arg(mnt),
+    ) {
+        detach_loop(&dev);
+        return Err(e);
+    }
+    Ok(dev)
+}
+
+/// Detach a loop device made by [`make_loop_fs`] (after its filesystem was unmounted); errors
+/// are printed, not returned: this runs during cleanup.
+pub fn detach_loop(dev: &str) {
+    if let Err(e) = output(Command::new("losetup").arg("-d").arg(dev)) {
+        eprintln!("berth-bench: cleanup: {e}");
+    }
+}
 
 /// The benchmark's temporary directory: every store, extraction and daemon root lives below
 /// its work directory. By default that is a private ext4 on a loop device (direct I/O, so pages
@@ -339,32 +380,10 @@ impl Scratch {
     }
 
     fn make_loop_fs(&mut self) -> Result<()> {
-        let img = self.base.join("fs.img");
-        File::create(&img)
-            .and_then(|f| f.set_len(LOOP_FS_BYTES))
-            .map_err(|e| format!("create the sparse file {}: {e}", img.display()))?;
-        output(
-            Command::new("mkfs.ext4")
-                .args(["-q", "-F", "-m", "0"])
-                .args(["-E", "nodiscard,lazy_itable_init=0,lazy_journal_init=0"])
-                .arg(&img),
-        )
-        .map_err(|e| format!("{e} (Debian package e2fsprogs; or pass --no-loop)"))?;
-        let dev = output(
-            Command::new("losetup")
-                .args(["--find", "--show", "--direct-io=on"])
-                .arg(&img),
-        )
-        .map_err(|e| format!("{e} (no free loop device? pass --no-loop)"))?;
-        self.loop_dev = Some(dev.trim().to_owned());
         let mnt = self.base.join("mnt");
         std::fs::create_dir(&mnt).map_err(|e| format!("create {}: {e}", mnt.display()))?;
-        output(
-            Command::new("mount")
-                .args(["-t", "ext4"])
-                .arg(dev.trim())
-                .arg(&mnt),
-        )?;
+        let dev = make_loop_fs(&self.base.join("fs.img"), LOOP_FS_BYTES, &mnt)?;
+        self.loop_dev = Some(dev);
         self.work = mnt;
         Ok(())
     }
@@ -393,10 +412,8 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let unmounted = unmount_below(&self.base);
-        if let Some(dev) = &self.loop_dev
-            && let Err(e) = output(Command::new("losetup").arg("-d").arg(dev))
-        {
-            eprintln!("berth-bench: cleanup: {e}");
+        if let Some(dev) = &self.loop_dev {
+            detach_loop(dev);
         }
         if !unmounted {
             eprintln!(
