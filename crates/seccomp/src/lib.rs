@@ -88,6 +88,8 @@ const ALL_FLAGS: u32 = FLAG_TSYNC
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Program {
     /// `struct sock_filter` entries, each packed as `code | jt << 16 | jf << 24 | k << 32`.
+    /// Serialized as one base64 string (see the private module `instructions_text`).
+    #[serde(with = "instructions_text")]
     pub instructions: Vec<u64>,
     /// `SECCOMP_FILTER_FLAG_*` bits.
     pub flags: u32,
@@ -257,6 +259,61 @@ pub fn features() -> Features {
             .map(|(n, _)| (*n).to_string())
             .collect(),
         supported_flags: kernel::supported_flag_names(),
+    }
+}
+
+/// The serialized form of [`Program::instructions`]: the instructions' little-endian bytes as
+/// one standard base64 string. A program of the default profile has about 1,200 instructions;
+/// as a JSON array of decimal numbers that was 20 KB written and parsed number by number each
+/// time the runtime saved its state, sent the program to a container's init or read its cache.
+/// The old array form is still read (state files and cache entries written before).
+mod instructions_text {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::de::{SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(v: &[u64], s: S) -> Result<S::Ok, S::Error> {
+        let bytes: Vec<u8> = v.iter().flat_map(|i| i.to_le_bytes()).collect();
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
+        d.deserialize_any(Text)
+    }
+
+    struct Text;
+
+    impl<'de> Visitor<'de> for Text {
+        type Value = Vec<u64>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("BPF instructions as a base64 string (or an array of numbers)")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Vec<u64>, E> {
+            let bytes = STANDARD
+                .decode(s)
+                .map_err(|e| E::custom(format!("seccomp instructions: {e}")))?;
+            if bytes.len() % 8 != 0 {
+                return Err(E::custom(format!(
+                    "seccomp instructions: {} bytes is not a whole number of 8-byte instructions",
+                    bytes.len()
+                )));
+            }
+            Ok(bytes
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+                .collect())
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u64>, A::Error> {
+            let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+            while let Some(i) = seq.next_element::<u64>()? {
+                v.push(i);
+            }
+            Ok(v)
+        }
     }
 }
 

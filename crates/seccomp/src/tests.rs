@@ -624,9 +624,34 @@ fn programs_round_trip_through_serde() {
     let text = serde_json::to_string(&p).unwrap();
     let back: Program = serde_json::from_str(&text).unwrap();
     assert_eq!(back, p);
-    // A state file written without warnings still reads.
+    // The instructions are one base64 string of their little-endian bytes.
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let encoded = v["instructions"].as_str().expect("a string");
+    assert_eq!(encoded.len(), (p.instructions.len() * 8).div_ceil(3) * 4);
+    let one = Program {
+        instructions: vec![0x0000_0001_0002_0006, u64::MAX],
+        flags: 0,
+        warnings: Vec::new(),
+    };
+    assert_eq!(
+        serde_json::to_value(&one).unwrap()["instructions"],
+        json!("BgACAAEAAAD//////////w==")
+    );
+    // A state file written without warnings, and with the instructions as an array of
+    // numbers (before the base64 form), still reads.
     let old: Program = serde_json::from_str(r#"{"instructions":[6],"flags":0}"#).unwrap();
     assert!(old.warnings.is_empty());
+    assert_eq!(old.instructions, vec![6]);
+    // A damaged string is an error that names the field, not a wrong program.
+    for bad in [r#""not base64!""#, r#""BgACAA==""#, "12"] {
+        let e = serde_json::from_str::<Program>(&format!(r#"{{"instructions":{bad},"flags":0}}"#))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("seccomp instructions") || e.contains("invalid type"),
+            "{bad}: {e}"
+        );
+    }
 }
 
 #[test]
