@@ -174,8 +174,6 @@ impl Engine {
         let cdir = self.containers_dir(&id);
         let bundle = self.bundle_dir(&id);
         let rootfs = bundle.join("rootfs");
-        std::fs::create_dir(&cdir).map_err(io("create", &cdir))?;
-        undo.dir = true;
         let hostname = if cfg.hostname.is_empty() {
             id[..12].to_owned()
         } else {
@@ -216,13 +214,12 @@ impl Engine {
             log_driver,
             mount_points: Vec::new(),
         };
-        rec.save(&cdir).map_err(io("write the record in", &cdir))?;
-
-        std::fs::create_dir_all(&rootfs).map_err(io("create", &rootfs))?;
-        undo.bundle = true;
-        // The snapshot's record is committed on a thread of its own while this one mounts the
-        // rootfs and writes the bundle: the commit syncs the metadata file, which takes
-        // milliseconds on some machines. The container exists only once both are done.
+        // The snapshot is prepared on a thread of its own, started first, while this one writes
+        // the record and the bundle and mounts the rootfs: its directories and the commit of
+        // its record, which syncs the metadata file, are the longest step of a create. The
+        // container exists only once both are done; a crash in between leaves a snapshot
+        // without a container, which boot removes (`recover.rs`), or a record marked
+        // incomplete.
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<berth_store::Mount>>(1);
         let (store, top) = (self.store(), image.top.as_deref());
         let (committed, made) = std::thread::scope(|scope| {
@@ -233,11 +230,20 @@ impl Engine {
                         let _ = tx.send(m);
                     })
                 });
-            let made = match (&commit, rx.recv()) {
-                (Ok(_), Ok(mounts)) => self.build_bundle(&mut undo, mounts, &cfg, &image, &mut rec),
-                // The prepare failed before its directories were made (its error below).
-                _ => Err(RpcStatus::internal("no snapshot")),
-            };
+            let made = (|| {
+                std::fs::create_dir(&cdir).map_err(io("create", &cdir))?;
+                undo.dir = true;
+                rec.save(&cdir).map_err(io("write the record in", &cdir))?;
+                std::fs::create_dir_all(&rootfs).map_err(io("create", &rootfs))?;
+                undo.bundle = true;
+                match (&commit, rx.recv()) {
+                    (Ok(_), Ok(mounts)) => {
+                        self.build_bundle(&mut undo, mounts, &cfg, &image, &mut rec)
+                    }
+                    // The prepare failed before its directories were made (its error below).
+                    _ => Err(RpcStatus::internal("no snapshot")),
+                }
+            })();
             let committed = match commit {
                 Ok(h) => match h.join() {
                     Ok(r) => r.map_err(|e| err_chain(&e)),
