@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::Result;
-use crate::pull_support::{
-    Containerd, LOOP_FS_BYTES, detach_loop, make_loop_fs, output, tail, unmount_below,
-};
+use crate::pull_support::{Containerd, LOOP_FS_BYTES, LoopFs, output, tail, unmount_below};
 use crate::subject::{Failed, describe, read_all, run_checked, show};
 
 /// The image's name in the archive (each store records it in its own way; the peers are asked
@@ -951,8 +949,8 @@ fn hard_limit(r: libc::__rlimit_resource_t) -> Result<libc::rlim_t> {
 #[derive(Debug)]
 pub struct WorkDir {
     pub path: PathBuf,
-    /// The loop device and its sparse file (`<path>.img`), when the work directory is one.
-    loop_fs: Option<(String, PathBuf)>,
+    /// The loop filesystem mounted here (its sparse file is `<path>.img`), unless `--no-loop`.
+    loop_fs: Option<LoopFs>,
 }
 
 impl WorkDir {
@@ -969,8 +967,8 @@ impl WorkDir {
             let mut img = w.path.clone().into_os_string();
             img.push(".img");
             let img = PathBuf::from(img);
-            match make_loop_fs(&img, LOOP_FS_BYTES, &w.path) {
-                Ok(dev) => w.loop_fs = Some((dev, img)),
+            match LoopFs::mount(&img, LOOP_FS_BYTES, &w.path) {
+                Ok(fs) => w.loop_fs = Some(fs),
                 Err(e) => {
                     let _ = std::fs::remove_file(&img);
                     return Err(e);
@@ -983,11 +981,7 @@ impl WorkDir {
     /// What the stores are written to, for the report.
     pub fn describe(&self) -> String {
         match &self.loop_fs {
-            Some((dev, img)) => format!(
-                "{} (a fresh ext4 on {dev}, direct I/O, backed by the sparse file {})",
-                self.path.display(),
-                img.display()
-            ),
+            Some(fs) => fs.describe(&self.path),
             None => format!("{} (the host's filesystem)", self.path.display()),
         }
     }
@@ -1012,11 +1006,8 @@ impl Drop for WorkDir {
             );
             return;
         }
-        if let Some((dev, img)) = &self.loop_fs {
-            detach_loop(dev);
-            if let Err(e) = std::fs::remove_file(img) {
-                eprintln!("berth-bench: cleanup: remove {}: {e}", img.display());
-            }
+        if let Some(fs) = &self.loop_fs {
+            fs.detach();
         }
         if let Err(e) = std::fs::remove_dir_all(&self.path) {
             eprintln!("berth-bench: cleanup: remove {}: {e}", self.path.display());

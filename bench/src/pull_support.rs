@@ -304,44 +304,73 @@ pub fn remove_tree(dir: &Path) -> Result<()> {
 /// Size of the sparse file behind the scratch filesystem: one pull at a time lives there.
 pub const LOOP_FS_BYTES: u64 = 16 << 30;
 
-/// A fresh ext4 in the sparse file `img` (created, `bytes` long) on a loop device with direct
-/// I/O (so pages are not cached twice), mounted on the existing directory `mnt`. Returns the
-/// device. On an error nothing is left attached or mounted (the file is left to the caller).
-pub fn make_loop_fs(img: &Path, bytes: u64, mnt: &Path) -> Result<String> {
-    File::create(img)
-        .and_then(|f| f.set_len(bytes))
-        .map_err(|e| format!("create the sparse file {}: {e}", img.display()))?;
-    output(
-        Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-m", "0"])
-            .args(["-E", "nodiscard,lazy_itable_init=0,lazy_journal_init=0"])
-            .arg(img),
-    )
-    .map_err(|e| format!("{e} (Debian package e2fsprogs; or pass --no-loop)"))?;
-    let dev = output(
-        Command::new("losetup")
-            .args(["--find", "--show", "--direct-io=on"])
-            .arg(img),
-    )
-    .map_err(|e| format!("{e} (no free loop device? pass --no-loop)"))?;
-    let dev = dev.trim().to_owned();
-    if let Err(e) = output(
-        Command::new("mount")
-            .args(["-t", "ext4"])
-            .arg(&dev)
-            .arg(mnt),
-    ) {
-        detach_loop(&dev);
-        return Err(e);
-    }
-    Ok(dev)
+/// A fresh ext4 in a sparse file on a loop device with direct I/O (so pages are not cached
+/// twice), mounted by [`LoopFs::mount`]. Whoever holds it unmounts everything on it, then
+/// calls [`LoopFs::detach`].
+#[derive(Debug)]
+pub struct LoopFs {
+    dev: String,
+    img: PathBuf,
 }
 
-/// Detach a loop device made by [`make_loop_fs`] (after its filesystem was unmounted); errors
-/// are printed, not returned: this runs during cleanup.
-pub fn detach_loop(dev: &str) {
-    if let Err(e) = output(Command::new("losetup").arg("-d").arg(dev)) {
-        eprintln!("berth-bench: cleanup: {e}");
+impl LoopFs {
+    /// Make the sparse file `img` (`bytes` long), an ext4 in it, and mount that on the
+    /// existing directory `mnt`. On an error nothing is left attached or mounted (the file is
+    /// left to the caller).
+    pub fn mount(img: &Path, bytes: u64, mnt: &Path) -> Result<LoopFs> {
+        File::create(img)
+            .and_then(|f| f.set_len(bytes))
+            .map_err(|e| format!("create the sparse file {}: {e}", img.display()))?;
+        output(
+            Command::new("mkfs.ext4")
+                .args(["-q", "-F", "-m", "0"])
+                .args(["-E", "nodiscard,lazy_itable_init=0,lazy_journal_init=0"])
+                .arg(img),
+        )
+        .map_err(|e| format!("{e} (Debian package e2fsprogs; or pass --no-loop)"))?;
+        let dev = output(
+            Command::new("losetup")
+                .args(["--find", "--show", "--direct-io=on"])
+                .arg(img),
+        )
+        .map_err(|e| format!("{e} (no free loop device? pass --no-loop)"))?;
+        let fs = LoopFs {
+            dev: dev.trim().to_owned(),
+            img: img.to_path_buf(),
+        };
+        if let Err(e) = output(
+            Command::new("mount")
+                .args(["-t", "ext4"])
+                .arg(&fs.dev)
+                .arg(mnt),
+        ) {
+            fs.detach();
+            return Err(e);
+        }
+        Ok(fs)
+    }
+
+    /// For the report: what `mnt`, where it is mounted, is.
+    pub fn describe(&self, mnt: &Path) -> String {
+        format!(
+            "{} (a fresh ext4 on {}, direct I/O, backed by the sparse file {})",
+            mnt.display(),
+            self.dev,
+            self.img.display()
+        )
+    }
+
+    /// Detach the device (after its filesystem was unmounted) and remove the sparse file;
+    /// errors are printed, not returned: this runs during cleanup.
+    pub fn detach(&self) {
+        if let Err(e) = output(Command::new("losetup").arg("-d").arg(&self.dev)) {
+            eprintln!("berth-bench: cleanup: {e}");
+        }
+        if let Err(e) = std::fs::remove_file(&self.img)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            eprintln!("berth-bench: cleanup: remove {}: {e}", self.img.display());
+        }
     }
 }
 
@@ -355,7 +384,7 @@ pub fn detach_loop(dev: &str) {
 pub struct Scratch {
     base: PathBuf,
     work: PathBuf,
-    loop_dev: Option<String>,
+    loop_fs: Option<LoopFs>,
 }
 
 impl Scratch {
@@ -371,7 +400,7 @@ impl Scratch {
         let mut s = Scratch {
             work: base.clone(),
             base,
-            loop_dev: None,
+            loop_fs: None,
         };
         if loop_fs {
             s.make_loop_fs()?;
@@ -382,20 +411,19 @@ impl Scratch {
     fn make_loop_fs(&mut self) -> Result<()> {
         let mnt = self.base.join("mnt");
         std::fs::create_dir(&mnt).map_err(|e| format!("create {}: {e}", mnt.display()))?;
-        let dev = make_loop_fs(&self.base.join("fs.img"), LOOP_FS_BYTES, &mnt)?;
-        self.loop_dev = Some(dev);
+        self.loop_fs = Some(LoopFs::mount(
+            &self.base.join("fs.img"),
+            LOOP_FS_BYTES,
+            &mnt,
+        )?);
         self.work = mnt;
         Ok(())
     }
 
     /// What the stores are written to, for the report.
     pub fn describe(&self) -> String {
-        match &self.loop_dev {
-            Some(dev) => format!(
-                "{} (a fresh ext4 on {dev}, direct I/O, backed by a sparse file in {})",
-                self.work.display(),
-                self.base.display()
-            ),
+        match &self.loop_fs {
+            Some(fs) => fs.describe(&self.work),
             None => format!("{} (the host's filesystem)", self.work.display()),
         }
     }
@@ -412,8 +440,8 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let unmounted = unmount_below(&self.base);
-        if let Some(dev) = &self.loop_dev {
-            detach_loop(dev);
+        if let Some(fs) = &self.loop_fs {
+            fs.detach();
         }
         if !unmounted {
             eprintln!(
