@@ -6,8 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./scripts/deps.sh
-cargo build --release --quiet -p berth-cli -p berth-daemon -p berth-shim
-bin="${CARGO_TARGET_DIR:-$PWD/target}/x86_64-unknown-linux-gnu/release"
+bin=$(./scripts/build.sh)
 
 work=$(mktemp -d /tmp/berth-demo.XXXXXX)
 root="$work/root"

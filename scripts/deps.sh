@@ -7,6 +7,7 @@ packages=(
   busybox-static    # the static /bin/busybox test images are built from (offline)
   libseccomp-dev    # libseccomp.a, linked into berth-runtime to compile seccomp profiles
   pkg-config
+  musl-tools        # musl-gcc: the C parts (ring, zstd, jemalloc) of the musl-built berth CLI
   runc crun         # peer runtimes the benchmark and interop tests compare against
   containerd        # drives berth-runtime through its shim in the end-to-end tests
   podman conmon     # drives berth-runtime through conmon in the end-to-end tests
@@ -45,3 +46,10 @@ if ((${#missing[@]})); then
 fi
 
 command -v cargo >/dev/null || { echo "deps.sh: cargo not found; install Rust (rustup) first" >&2; exit 1; }
+
+# The `berth` CLI is built for musl (scripts/build.sh). rustup fetches the target's standard
+# library once; where it cannot, build.sh builds the glibc CLI instead.
+if command -v rustup >/dev/null && ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
+  timeout 300 rustup target add x86_64-unknown-linux-musl >/dev/null 2>&1 ||
+    echo "deps.sh: could not add Rust's x86_64-unknown-linux-musl target; berth will be the glibc build" >&2
+fi

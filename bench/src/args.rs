@@ -55,17 +55,29 @@ fn default_berth() -> PathBuf {
     release_bin("berth-runtime")
 }
 
-/// `NAME` in the release build of this workspace (under `$CARGO_TARGET_DIR` when set).
-pub fn release_bin(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+/// This workspace's target directory (`$CARGO_TARGET_DIR` when set).
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(
         || {
             PathBuf::from(env!("CARGO_MANIFEST_DIR"))
                 .join("..")
                 .join("target")
         },
         PathBuf::from,
-    );
-    target.join("x86_64-unknown-linux-gnu/release").join(name)
+    )
+}
+
+/// `NAME` in the release build of this workspace.
+pub fn release_bin(name: &str) -> PathBuf {
+    target_dir()
+        .join("x86_64-unknown-linux-gnu/release")
+        .join(name)
+}
+
+/// The directory `scripts/build.sh` fills: the musl-built `berth` CLI beside the release
+/// `berthd`, `berth-shim` and `berth-runtime`, as they are installed.
+pub fn dist_dir() -> PathBuf {
+    target_dir().join("dist")
 }
 
 pub fn count(p: &mut lexopt::Parser, flag: &str) -> Result<usize, String> {

@@ -42,7 +42,7 @@ fn resolve(a: &EngineArgs) -> Result<Tools> {
     let berth = a.berth.clone().unwrap_or_else(|| a.bin_dir.join("berth"));
     if !berth.is_file() {
         return Err(format!(
-            "no berth at {}: build it with `cargo build --release -p berth-cli -p berth-daemon -p berth-shim`, or pass --bin-dir DIR / --berth PATH",
+            "no berth at {}: build it with ./scripts/build.sh, or pass --bin-dir DIR / --berth PATH",
             berth.display()
         ));
     }

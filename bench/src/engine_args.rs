@@ -24,8 +24,9 @@ options:
       --ps-runs N       `berth ps` and `berth ps -a` invocations timed in part 3 (default 20)
       --peer-idle N     idle ctr and podman containers whose shim/conmon RSS is measured
                         (default 5)
-      --bin-dir DIR     where `berth`, `berthd` and `berth-shim` are (default: the directory
-                        of this berth-bench executable)
+      --bin-dir DIR     where `berth`, `berthd` and `berth-shim` are (default: the
+                        workspace's target/dist, which scripts/build.sh fills, when it holds
+                        berth; else the directory of this berth-bench executable)
       --berth PATH      the berth CLI (default: DIR/berth)
       --skip PARTS      leave out parts or peers, comma-separated: start, burst, load (the
                         three parts), ctr, podman, floor, bridge (peers of part 1; skipping
@@ -70,8 +71,13 @@ impl EngineArgs {
     }
 }
 
-/// The directory of the running executable (where cargo puts the engine's binaries too).
-fn own_dir() -> PathBuf {
+/// `scripts/build.sh`'s directory when it holds a `berth`, else the directory of the running
+/// executable (where cargo puts the engine's glibc binaries too).
+fn default_bin_dir() -> PathBuf {
+    let dist = crate::args::dist_dir();
+    if dist.join("berth").is_file() {
+        return dist;
+    }
     std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(PathBuf::from))
@@ -87,7 +93,7 @@ pub fn parse(mut p: lexopt::Parser) -> Result<Parsed, String> {
         containers: 500,
         ps_runs: 20,
         peer_idle: 5,
-        bin_dir: own_dir(),
+        bin_dir: default_bin_dir(),
         berth: None,
         skip: Vec::new(),
         busybox: PathBuf::from("/bin/busybox"),

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::args::{Parsed, count, path, release_bin};
+use crate::args::{Parsed, count, dist_dir, path, release_bin};
 
 /// Where `bench/scripts/make-pull-image.sh` caches the image by default.
 pub const DEFAULT_IMAGE: &str = "/var/cache/berth-bench/pull-image/oci";
@@ -22,8 +22,9 @@ options:
       --runs N            timed rounds, each pulling once with every tool (default 5)
       --image DIR         the image, an OCI layout with the tag `bench`
                           (default /var/cache/berth-bench/pull-image/oci)
-      --berth PATH        the berth binary (default: $CARGO_TARGET_DIR or the workspace's
-                          target/, then x86_64-unknown-linux-gnu/release/berth)
+      --berth PATH        the berth binary, with berthd beside it (default: $CARGO_TARGET_DIR
+                          or the workspace's target/, then dist/berth, which scripts/build.sh
+                          fills, else x86_64-unknown-linux-gnu/release/berth)
       --keep-page-cache   do not drop the page cache before each pull (`sync` still runs)
       --skip TOOLS        leave out tools, comma-separated: berth, ctr, podman, floor, skopeo
                           (the ratios to a skipped tool are then missing)
@@ -55,13 +56,23 @@ pub struct PullArgs {
     pub tar: PathBuf,
 }
 
+/// `scripts/build.sh`'s `berth` when it was run, else cargo's release build.
+fn default_berth() -> PathBuf {
+    let dist = dist_dir().join("berth");
+    if dist.is_file() {
+        dist
+    } else {
+        release_bin("berth")
+    }
+}
+
 /// Parse the arguments after the `pull` mode word (which `p` starts at).
 pub fn parse(mut p: lexopt::Parser) -> Result<Parsed, String> {
     use lexopt::prelude::*;
     let mut a = PullArgs {
         runs: 5,
         image: PathBuf::from(DEFAULT_IMAGE),
-        berth: release_bin("berth"),
+        berth: default_berth(),
         drop_caches: true,
         skip: Vec::new(),
         tmpdir: None,
@@ -123,7 +134,10 @@ mod tests {
         };
         assert_eq!(a.runs, 5);
         assert!(a.drop_caches);
-        assert!(a.berth.ends_with("x86_64-unknown-linux-gnu/release/berth"));
+        assert!(
+            a.berth.ends_with("dist/berth")
+                || a.berth.ends_with("x86_64-unknown-linux-gnu/release/berth")
+        );
         let Ok(Parsed::Pull(a)) = parse_args(&[
             "--runs",
             "3",

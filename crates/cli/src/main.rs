@@ -889,6 +889,12 @@ failure_from!(
 
 pub type CliResult = Result<(), Failure>;
 
+/// Built for musl (scripts/build.sh), `berth` uses jemalloc: musl's allocator unmaps memory at
+/// nearly every reallocation, which costs more than its start-up saves (Cargo.toml).
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,

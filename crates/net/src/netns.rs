@@ -95,8 +95,13 @@ pub(crate) fn set_up(name: &str, up: bool) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let sock = socket()?;
     let mut req = ifreq(name)?;
+    // The request's type is `c_ulong` in glibc and `c_int` in musl (`libc::Ioctl`).
+    let (get, set) = (
+        libc::SIOCGIFFLAGS as libc::Ioctl,
+        libc::SIOCSIFFLAGS as libc::Ioctl,
+    );
     // SAFETY: SIOCGIFFLAGS reads and fills the ifreq we own for the duration of the call.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } != 0 {
+    if unsafe { libc::ioctl(sock.as_raw_fd(), get, &mut req) } != 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: after SIOCGIFFLAGS the union holds the flags.
@@ -106,7 +111,7 @@ pub(crate) fn set_up(name: &str, up: bool) -> io::Result<()> {
     let flags = if up { flags | UP } else { flags & !UP };
     req.ifr_ifru.ifru_flags = flags;
     // SAFETY: SIOCSIFFLAGS reads the ifreq we own.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } != 0 {
+    if unsafe { libc::ioctl(sock.as_raw_fd(), set, &req) } != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
