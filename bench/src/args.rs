@@ -74,10 +74,10 @@ pub fn release_bin(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// The directory `scripts/build.sh` fills: the musl-built `berth` CLI beside the release
-/// `berthd`, `berth-shim` and `berth-runtime`, as they are installed.
-pub fn dist_dir() -> PathBuf {
-    target_dir().join("dist")
+/// The directory `scripts/build.sh` fills (the musl-built `berth` CLI beside the release
+/// `berthd`, `berth-shim` and `berth-runtime`, as they are installed), if it holds a `berth`.
+pub fn built_dist() -> Option<PathBuf> {
+    Some(target_dir().join("dist")).filter(|d| d.join("berth").is_file())
 }
 
 pub fn count(p: &mut lexopt::Parser, flag: &str) -> Result<usize, String> {

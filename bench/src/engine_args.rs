@@ -74,14 +74,12 @@ impl EngineArgs {
 /// `scripts/build.sh`'s directory when it holds a `berth`, else the directory of the running
 /// executable (where cargo puts the engine's glibc binaries too).
 fn default_bin_dir() -> PathBuf {
-    let dist = crate::args::dist_dir();
-    if dist.join("berth").is_file() {
-        return dist;
-    }
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("."))
+    crate::args::built_dist().unwrap_or_else(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("."))
+    })
 }
 
 /// Parse the arguments after the `engine` mode word (which `p` starts at).

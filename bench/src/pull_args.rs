@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::args::{Parsed, count, dist_dir, path, release_bin};
+use crate::args::{Parsed, built_dist, count, path, release_bin};
 
 /// Where `bench/scripts/make-pull-image.sh` caches the image by default.
 pub const DEFAULT_IMAGE: &str = "/var/cache/berth-bench/pull-image/oci";
@@ -58,12 +58,7 @@ pub struct PullArgs {
 
 /// `scripts/build.sh`'s `berth` when it was run, else cargo's release build.
 fn default_berth() -> PathBuf {
-    let dist = dist_dir().join("berth");
-    if dist.is_file() {
-        dist
-    } else {
-        release_bin("berth")
-    }
+    built_dist().map_or_else(|| release_bin("berth"), |d| d.join("berth"))
 }
 
 /// Parse the arguments after the `pull` mode word (which `p` starts at).
