@@ -308,10 +308,16 @@ impl Engine {
                     Status::Exited
                 };
             }
-            self.save(&c, &m.rec);
+            let auto_remove = conf.auto_remove && !restart;
+            // A removal follows at once and saves the record itself (as `Removing`). Should
+            // berthd stop in between, boot finds the shim gone and its exit file, and removes
+            // the container then (`recover.rs`).
+            if !auto_remove {
+                self.save(&c, &m.rec);
+            }
             (
                 restart,
-                conf.auto_remove && !restart,
+                auto_remove,
                 m.rec.name.clone(),
                 m.rec.image.clone(),
                 m.rec.status,

@@ -435,9 +435,11 @@ impl Client {
         })
     }
 
-    /// Start the created container (release its init); see [`Client::started_state`].
-    pub fn start(&self) -> Result<()> {
-        self.simple("start").map(drop)
+    /// Start the created container (release its init). The answer is its state right after
+    /// the start (`None` from an older shim, which answers nothing); see
+    /// [`Client::started_state`].
+    pub fn start(&self) -> Result<Option<ShimState>> {
+        Self::started_state(&self.simple("start")?)
     }
 
     /// Signal the main process (`all`: every process of the container).

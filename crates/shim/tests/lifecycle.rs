@@ -14,7 +14,17 @@ fn create_start_wait_reports_the_exit_code_and_logs_both_streams() {
     assert_eq!(st.status, Status::Created);
     assert!(st.pid > 0);
     assert!(st.exit.is_none());
-    c.start().unwrap();
+    // The start's answer carries the state (the engine needs no second request for it).
+    let started = c
+        .start()
+        .unwrap()
+        .expect("the start's answer has the state");
+    assert_eq!(started.pid, st.pid);
+    assert!(
+        matches!(started.status, Status::Running | Status::Stopped),
+        "{:?}",
+        started.status
+    );
     let exit = c.wait().unwrap();
     assert_eq!(exit.code, 3);
     assert_eq!(exit.signal, None);

@@ -1216,8 +1216,13 @@ impl Shim {
                     self.status = Status::Running;
                 }
                 // The state comes with the answer: the caller needs the pid and status next.
-                let r = r.map(|_| self.state_text().into_bytes());
-                runtime_result(&mut self.conns[i], r);
+                match r {
+                    Ok(_) => {
+                        let t = self.state_text();
+                        self.conns[i].ok(&t);
+                    }
+                    Err(e) => self.conns[i].fail(b'r', &e),
+                }
             }
             "kill" => {
                 let sig = words.get(1).copied().unwrap_or("15");
@@ -1426,7 +1431,16 @@ impl Shim {
         }
         self.predelete_wanted = false;
         if !matches!(self.predelete.take(), Some(Ok(()))) {
-            if let Err(e) = self.rt.run(&["delete", "--force", &id], Stdio3::default()) {
+            // In this process with the built-in runtime, as the early delete is (the shim ends
+            // next); a runtime binary is run.
+            let r = match self.rt.delete_early() {
+                Some(r) => r,
+                None => self
+                    .rt
+                    .run(&["delete", "--force", &id], Stdio3::default())
+                    .map(drop),
+            };
+            if let Err(e) = r {
                 self.conns[i].fail(b'r', &e);
                 return false;
             }

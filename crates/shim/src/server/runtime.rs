@@ -237,10 +237,11 @@ impl Runtime {
         })
     }
 
-    /// `delete --force` of the container as soon as its main process has exited, before the
-    /// daemon asks (built-in runtime only, `None` otherwise): run here in the shim, like
-    /// [`Runtime::start`], since the shim is about to end and a forked copy would cost more
-    /// than the delete itself. The daemon's delete then finds it done.
+    /// `delete --force` of the container in this process (built-in runtime only, `None`
+    /// otherwise), like [`Runtime::start`], since the shim is about to end and a forked copy
+    /// would cost more than the delete itself: as soon as the main process has exited, before
+    /// the daemon asks (its delete then finds it done), or for the daemon's delete when that
+    /// comes first.
     pub(crate) fn delete_early(&self) -> Option<Result<(), String>> {
         if self.bin.is_some() {
             return None;
