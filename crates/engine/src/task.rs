@@ -254,7 +254,22 @@ impl Engine {
         if c.lock().run != run {
             return;
         }
-        let net = self.networks_detach_begin(&c.id);
+        // A `--rm` container without a network attachment (`--network none`: its namespace
+        // went with its processes) has nothing for the network teardown to give back, so the
+        // teardown's checks run after the removal (below), off the path `run --rm` waits on,
+        // instead of on a blocking thread beside the shim's delete.
+        let removal_follows = {
+            let m = c.lock();
+            let conf = m.rec.config();
+            let policy = conf.restart.unwrap_or_default();
+            conf.auto_remove
+                && !matches!(
+                    policy.name.as_str(),
+                    "always" | "unless-stopped" | "on-failure"
+                )
+        };
+        let defer_net = removal_follows && self.net().attachments(&c.id).is_empty();
+        let net = (!defer_net).then(|| self.networks_detach_begin(&c.id));
         // The shim exits right after answering; whoever removes the container waits for that
         // (`Container::shim_gone`), not this.
         let shim_pidfd = client.shim_pid().ok().and_then(crate::container::pidfd);
@@ -264,7 +279,10 @@ impl Engine {
         if let Err(e) = &deleted {
             tracing::warn!("delete the task of container {}: {}", c.id, err_chain(e));
         }
-        let net_gone = matches!(net.await, Ok(true));
+        let net_gone = match net {
+            Some(h) => matches!(h.await, Ok(true)),
+            None => true,
+        };
         if c.uses_volumes() {
             let (e, c2) = (self.clone(), c.clone());
             let _ = blocking(move || e.volumes_release(&c2)).await;
@@ -353,6 +371,9 @@ impl Engine {
                     // --rm also removes anonymous volumes, as Docker's.
                     let points = c.lock().rec.mount_points.clone();
                     e.remove_anonymous_volumes(&c.ns, &points);
+                }
+                if defer_net {
+                    let _ = e.networks_detach_begin(&c.id).await;
                 }
             });
         }
