@@ -94,6 +94,25 @@ pub(crate) struct Record {
     pub mount_points: Vec<crate::volumes::MountPoint>,
 }
 
+/// Whether restart policy `policy` restarts a container whose main process exited with
+/// `code` after `restarts` restarts (Docker's rules: `always` and `unless-stopped` do,
+/// `on-failure` does on a non-zero code until `maximum_retry_count` restarts, when set).
+pub(crate) fn policy_restarts(
+    policy: &berth_api::v1::RestartPolicy,
+    code: i32,
+    restarts: u32,
+) -> bool {
+    match policy.name.as_str() {
+        "always" | "unless-stopped" => true,
+        "on-failure" => {
+            code != 0
+                && (policy.maximum_retry_count <= 0
+                    || i64::from(restarts) < i64::from(policy.maximum_retry_count))
+        }
+        _ => false,
+    }
+}
+
 impl Record {
     pub(crate) fn config(&self) -> ContainerConfig {
         base64::engine::general_purpose::STANDARD

@@ -272,16 +272,7 @@ fn adopt(e: &Engine, rec: Record) -> Option<Arc<Container>> {
         let conf = m.rec.config();
         let policy = conf.restart.unwrap_or_default();
         let again = !m.rec.manually_stopped
-            && match policy.name.as_str() {
-                "always" | "unless-stopped" => true,
-                "on-failure" => {
-                    x.code != 0
-                        && (policy.maximum_retry_count <= 0
-                            || i64::from(m.rec.restart_count)
-                                < i64::from(policy.maximum_retry_count))
-                }
-                _ => false,
-            };
+            && crate::record::policy_restarts(&policy, x.code, m.rec.restart_count);
         m.rec.status = if again {
             Status::Restarting
         } else {

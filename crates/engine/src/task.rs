@@ -7,7 +7,7 @@ use berth_shim::{Client, ExitInfo, LogOpts, ShimConfig};
 use tonic::Status as RpcStatus;
 
 use crate::container::{Container, Signal};
-use crate::record::{Status, now_nanos};
+use crate::record::{Status, now_nanos, policy_restarts};
 use crate::{Engine, err_chain};
 
 /// Metadata key carrying the exit code a client should use when a process could not be started
@@ -258,16 +258,12 @@ impl Engine {
         // went with its processes) has nothing for the network teardown to give back, so the
         // teardown's checks run after the removal (below), off the path `run --rm` waits on,
         // instead of on a blocking thread beside the shim's delete.
-        let removal_follows = {
+        let (conf, restarts) = {
             let m = c.lock();
-            let conf = m.rec.config();
-            let policy = conf.restart.unwrap_or_default();
-            conf.auto_remove
-                && !matches!(
-                    policy.name.as_str(),
-                    "always" | "unless-stopped" | "on-failure"
-                )
+            (m.rec.config(), m.rec.restart_count)
         };
+        let policy = conf.restart.clone().unwrap_or_default();
+        let removal_follows = conf.auto_remove && !policy_restarts(&policy, exit.code, restarts);
         let defer_net = removal_follows && self.net().attachments(&c.id).is_empty();
         let net = (!defer_net).then(|| self.networks_detach_begin(&c.id));
         // The shim exits right after answering; whoever removes the container waits for that
@@ -305,20 +301,9 @@ impl Engine {
             } else {
                 now_nanos()
             };
-            let conf = m.rec.config();
-            let policy = conf.restart.unwrap_or_default();
             let restart = !m.stopping
                 && m.rec.status != Status::Removing
-                && match policy.name.as_str() {
-                    "always" | "unless-stopped" => true,
-                    "on-failure" => {
-                        exit.code != 0
-                            && (policy.maximum_retry_count <= 0
-                                || i64::from(m.rec.restart_count)
-                                    < i64::from(policy.maximum_retry_count))
-                    }
-                    _ => false,
-                };
+                && policy_restarts(&policy, exit.code, m.rec.restart_count);
             if m.rec.status != Status::Removing {
                 m.rec.status = if restart {
                     Status::Restarting
