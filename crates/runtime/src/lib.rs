@@ -24,7 +24,7 @@ pub mod signal;
 pub mod spec;
 pub mod state;
 
-pub use container::{CreateOpts, ExecOpts, ListEntry, Runtime, list_table};
+pub use container::{CreateOpts, ExecOpts, ListEntry, Runtime, Starting, list_table};
 pub use error::{Error, Result};
 pub use process::entrypoint;
 pub use state::{OciState, Status};

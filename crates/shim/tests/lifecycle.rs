@@ -49,6 +49,53 @@ fn create_start_wait_reports_the_exit_code_and_logs_both_streams() {
     assert!(!fx.root.path().join(&fx.id).exists());
 }
 
+/// The shim answers a start before the user program runs, except when the container has
+/// poststart hooks: those must have run when the start returns (runtime-spec).
+#[test]
+fn poststart_hooks_have_run_when_the_start_returns() {
+    let mut fx = Fixture::new(&["sleep", "5"]);
+    let mark = fx.bundle.path().join("poststart-ran");
+    fx.bundle.edit(|v| {
+        v["hooks"] = serde_json::json!({"poststart": [{
+            "path": "/bin/sh",
+            "args": ["sh", "-c", format!("sleep 0.2; echo ok > {}", mark.display())],
+        }]});
+    });
+    let cfg = fx.config(false, false);
+    let c = fx.spawn(&cfg);
+    let started = c
+        .start()
+        .unwrap()
+        .expect("the start's answer has the state");
+    assert_eq!(started.status, Status::Running);
+    assert_eq!(std::fs::read_to_string(&mark).unwrap(), "ok\n");
+    c.kill(9, false).unwrap();
+    assert_eq!(c.wait().unwrap().signal, Some(9));
+}
+
+/// A start after the created init died fails with the runtime's reason; the exit is still
+/// reported and the shim cleans up on delete.
+#[test]
+fn a_start_after_the_init_died_fails_and_the_exit_is_reported() {
+    let mut fx = Fixture::new(&["true"]);
+    let cfg = fx.config(false, false);
+    let c = fx.spawn(&cfg);
+    let pid = c.state().unwrap().pid;
+    // SAFETY: kill(2) on the init this test created.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    wait_gone(pid);
+    // The shim drops the runtime state as soon as the main process exits, so the runtime
+    // either finds the init stopped or the container gone.
+    let err = c.start().unwrap_err().to_string();
+    assert!(
+        err.contains("stopped") || err.contains("does not exist"),
+        "{err}"
+    );
+    assert_eq!(c.wait().unwrap().signal, Some(9));
+    fx.client().delete().unwrap();
+    fx.client = None;
+}
+
 #[test]
 fn the_log_rotates_at_max_size_and_keeps_max_file_files() {
     let mut fx = Fixture::new(&[

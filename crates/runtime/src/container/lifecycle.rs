@@ -38,8 +38,17 @@ impl Runtime {
 
     /// `start`: let a created container's init run the user program.
     pub fn start(&self, id: &str) -> Result<()> {
-        let _lock = self.root.lock(id)?;
-        let mut st = self.root.load(id)?;
+        self.start_begin(id)?.finish()
+    }
+
+    /// The first half of `start`: the container's lock taken, its status checked and its
+    /// exec fifo opened; the init still waits. [`Starting::finish`] lets it run. A caller that
+    /// reports the start to someone (the shim) can do so in between, so that its report is not
+    /// queued behind the user program: the init, woken by the fifo, tends to take over the
+    /// caller's CPU at once.
+    pub fn start_begin(&self, id: &str) -> Result<Starting> {
+        let lock = self.root.lock(id)?;
+        let st = self.root.load(id)?;
         let dir = self.root.dir(id);
         match st.current_status(&dir) {
             Status::Created => {}
@@ -60,6 +69,8 @@ impl Runtime {
             }
         }
         let fifo = dir.join(EXEC_FIFO);
+        // Opening the fifo for writing without blocking succeeds only while the init holds
+        // its reading end: past this point the start can no longer find the init gone.
         let fd = rustix::fs::open(
             &fifo,
             rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC,
@@ -72,20 +83,13 @@ impl Runtime {
                 Error::errno(format!("open {}", fifo.display()), e)
             }
         })?;
-        rustix::io::write(&fd, b"0").ctx(|| format!("write {}", fifo.display()))?;
-        drop(fd);
-        std::fs::remove_file(&fifo).ctx(|| format!("remove {}", fifo.display()))?;
-        st.status = Status::Running;
-        self.root.save(&st)?;
-        // A failing poststart hook is logged, not fatal (runtime-spec 1.2).
-        if let Err(e) = hooks::run(
-            Kind::Poststart,
-            st.hooks.as_ref(),
-            &st.oci_state(Status::Running),
-        ) {
-            tracing::warn!("{}", crate::error::chain(&e));
-        }
-        Ok(())
+        Ok(Starting {
+            root: self.root.clone(),
+            _lock: lock,
+            state: st,
+            fifo,
+            fd,
+        })
     }
 
     /// `run`: create and start in one go; in the foreground, wait for the container and delete
@@ -405,5 +409,57 @@ mod tests {
         assert_eq!(m.memory().as_ref().unwrap().limit(), Some(200));
         assert_eq!(m.memory().as_ref().unwrap().reservation(), Some(50));
         assert_eq!(m.pids().as_ref().unwrap().limit(), 10);
+    }
+}
+
+/// A start between its checks and the init's release ([`Runtime::start_begin`]).
+#[derive(Debug)]
+pub struct Starting {
+    root: crate::state::Root,
+    _lock: std::os::fd::OwnedFd,
+    state: ContainerState,
+    fifo: std::path::PathBuf,
+    fd: std::os::fd::OwnedFd,
+}
+
+impl Starting {
+    /// The container's init pid.
+    pub fn pid(&self) -> i32 {
+        self.state.pid
+    }
+
+    /// Whether the container has poststart hooks: they must have run when `start` returns
+    /// (runtime-spec), so a caller must not report the start before [`Starting::finish`].
+    pub fn has_poststart_hooks(&self) -> bool {
+        self.state
+            .hooks
+            .as_ref()
+            .and_then(|h| h.poststart().as_ref())
+            .is_some_and(|v| !v.is_empty())
+    }
+
+    /// Let the init run the user program, record the container as running and run the
+    /// poststart hooks (a failing one is logged, not fatal: runtime-spec 1.2).
+    pub fn finish(self) -> Result<()> {
+        let Starting {
+            root,
+            _lock,
+            mut state,
+            fifo,
+            fd,
+        } = self;
+        rustix::io::write(&fd, b"0").ctx(|| format!("write {}", fifo.display()))?;
+        drop(fd);
+        std::fs::remove_file(&fifo).ctx(|| format!("remove {}", fifo.display()))?;
+        state.status = Status::Running;
+        root.save(&state)?;
+        if let Err(e) = hooks::run(
+            Kind::Poststart,
+            state.hooks.as_ref(),
+            &state.oci_state(Status::Running),
+        ) {
+            tracing::warn!("{}", crate::error::chain(&e));
+        }
+        Ok(())
     }
 }

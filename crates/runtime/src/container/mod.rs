@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 pub use create::CreateOpts;
 pub use exec::ExecOpts;
-pub use lifecycle::{ListEntry, list_table};
+pub use lifecycle::{ListEntry, Starting, list_table};
 
 use crate::state::Root;
 

@@ -101,6 +101,20 @@ impl Runtime {
             .map_err(|e| berth_runtime::error::chain(&e))
     }
 
+    /// The built-in runtime's start up to the init's release (checks done, exec fifo open),
+    /// so that the shim can answer before the user program runs; `None` with an external
+    /// runtime binary, whose `start` is one indivisible command.
+    pub(crate) fn start_begin(&self) -> Option<Result<berth_runtime::Starting, String>> {
+        if self.bin.is_some() {
+            return None;
+        }
+        Some(
+            berth_runtime::Runtime::new(&self.root)
+                .start_begin(&self.id)
+                .map_err(|e| berth_runtime::error::chain(&e)),
+        )
+    }
+
     /// Run `args` with the process's stdio; the runtime's stdout is returned (for `ps`).
     pub(crate) fn run(&self, args: &[&str], stdio: Stdio3) -> Result<Vec<u8>, String> {
         let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
