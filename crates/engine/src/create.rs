@@ -134,6 +134,7 @@ impl Engine {
         ns: &str,
         cfg: ContainerConfig,
     ) -> Result<(String, Vec<String>), RpcStatus> {
+        let _busy = self.busy();
         let e = self.clone();
         let ns = ns.to_owned();
         tokio::task::spawn_blocking(move || e.create_blocking(&ns, cfg))

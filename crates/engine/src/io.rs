@@ -42,6 +42,9 @@ impl Engine {
             return Err(first_message_error("Attach", "attach"));
         };
         let c = self.find(ns, &a.id)?;
+        // A `run` session is one operation until its container is gone (or the client is):
+        // the standby refill waits for its end (`standby.rs`).
+        let busy = a.start.then(|| self.busy());
         // With `start`: the container's exits and removal as they stand before the start.
         let mut signal = c.signal.subscribe();
         let before = *signal.borrow_and_update();
@@ -75,6 +78,7 @@ impl Engine {
             let auto_remove = c.lock().rec.config().auto_remove;
             let c = c.clone();
             Some(Box::pin(async move {
+                let _busy = busy;
                 let _ = signal
                     .wait_for(|s| s.removed || (!auto_remove && s.exits > before.exits))
                     .await;

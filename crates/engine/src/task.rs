@@ -89,7 +89,7 @@ impl Engine {
         }
         let res = match self.networks_attach_begin(c).await {
             Ok(net) => {
-                let res = match self.take_standby().and_then(|sb| sb.give(&cfg)) {
+                let res = match self.give_standby(&cfg) {
                     // The standby shim took the container: its report is read here, on the
                     // async runtime, with no blocking thread to wake.
                     Some(report) => {
@@ -156,6 +156,7 @@ impl Engine {
 
     /// `Start`.
     pub(crate) async fn start(&self, c: &Arc<Container>) -> Result<(), RpcStatus> {
+        let _busy = self.busy();
         let _op = c.op.lock().await;
         self.start_locked(c).await
     }
@@ -656,6 +657,7 @@ impl Engine {
 
     /// `Remove`.
     pub(crate) async fn remove(&self, c: &Arc<Container>, force: bool) -> Result<(), RpcStatus> {
+        let _busy = self.busy();
         let _op = c.op.lock().await;
         let mut rx = c.signal.subscribe();
         let exits0 = rx.borrow_and_update().exits;

@@ -141,12 +141,16 @@ impl Env {
         let root = self.root.to_string_lossy().into_owned();
         let mounts: Vec<String> = berth_testutil::host::mounts_containing(&root);
         assert!(mounts.is_empty(), "mounts left: {mounts:?}");
-        // The daemon's idle standby shim (`berth-standby`) is not a leftover.
+        // The daemon's idle standby shim (`berth-standby`) is not a leftover, nor is one it is
+        // spawning right now (its child, named `berth-shim` until it renames itself): the
+        // refill after a use starts once the daemon is idle, which is when this runs.
+        let daemon = self.daemon.as_ref().map(|d| d.id());
         let shims: Vec<u32> = berth_testutil::host::processes_with(&format!("{root}/run/shims"))
             .into_iter()
             .filter(|p| {
                 std::fs::read_to_string(format!("/proc/{p}/comm"))
                     .is_ok_and(|c| c.trim() != "berth-standby")
+                    && (daemon.is_none() || parent_of(*p) != daemon)
             })
             .collect();
         assert!(shims.is_empty(), "processes left: {shims:?}");
