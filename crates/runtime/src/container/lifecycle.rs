@@ -383,35 +383,6 @@ pub fn list_table(entries: &[ListEntry], out: &mut impl Write) -> std::io::Resul
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use oci_spec::runtime::{LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder};
-
-    #[test]
-    fn update_merges_only_given_fields() {
-        let old = LinuxResourcesBuilder::default()
-            .memory(
-                LinuxMemoryBuilder::default()
-                    .limit(100i64)
-                    .reservation(50i64)
-                    .build()
-                    .unwrap(),
-            )
-            .pids(LinuxPidsBuilder::default().limit(10i64).build().unwrap())
-            .build()
-            .unwrap();
-        let new = LinuxResourcesBuilder::default()
-            .memory(LinuxMemoryBuilder::default().limit(200i64).build().unwrap())
-            .build()
-            .unwrap();
-        let m = merge_resources(old, &new).unwrap();
-        assert_eq!(m.memory().as_ref().unwrap().limit(), Some(200));
-        assert_eq!(m.memory().as_ref().unwrap().reservation(), Some(50));
-        assert_eq!(m.pids().as_ref().unwrap().limit(), 10);
-    }
-}
-
 /// A start between its checks and the init's release ([`Runtime::start_begin`]).
 #[derive(Debug)]
 pub struct Starting {
@@ -423,11 +394,6 @@ pub struct Starting {
 }
 
 impl Starting {
-    /// The container's init pid.
-    pub fn pid(&self) -> i32 {
-        self.state.pid
-    }
-
     /// Whether the container has poststart hooks: they must have run when `start` returns
     /// (runtime-spec), so a caller must not report the start before [`Starting::finish`].
     pub fn has_poststart_hooks(&self) -> bool {
@@ -461,5 +427,34 @@ impl Starting {
             tracing::warn!("{}", crate::error::chain(&e));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::{LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder};
+
+    #[test]
+    fn update_merges_only_given_fields() {
+        let old = LinuxResourcesBuilder::default()
+            .memory(
+                LinuxMemoryBuilder::default()
+                    .limit(100i64)
+                    .reservation(50i64)
+                    .build()
+                    .unwrap(),
+            )
+            .pids(LinuxPidsBuilder::default().limit(10i64).build().unwrap())
+            .build()
+            .unwrap();
+        let new = LinuxResourcesBuilder::default()
+            .memory(LinuxMemoryBuilder::default().limit(200i64).build().unwrap())
+            .build()
+            .unwrap();
+        let m = merge_resources(old, &new).unwrap();
+        assert_eq!(m.memory().as_ref().unwrap().limit(), Some(200));
+        assert_eq!(m.memory().as_ref().unwrap().reservation(), Some(50));
+        assert_eq!(m.pids().as_ref().unwrap().limit(), 10);
     }
 }

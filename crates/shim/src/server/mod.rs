@@ -1252,7 +1252,7 @@ impl Shim {
                     }
                     Some(Err(e)) => self.conns[i].fail(b'r', &e),
                     None => {
-                        let r = self.rt.start();
+                        let r = self.rt.start_external();
                         self.started(i, r);
                     }
                 }

@@ -88,22 +88,17 @@ impl Runtime {
         cmd
     }
 
-    /// `start`. The built-in runtime's start (one write to the exec fifo, one state file
-    /// saved, poststart hooks) runs right here in the shim, not in a forked copy: it is small,
-    /// allocates little, and waiting for a child to exit would cost more than the start itself.
-    pub(crate) fn start(&self) -> Result<Vec<u8>, String> {
-        if self.bin.is_some() {
-            return self.run(&["start", &self.id], Stdio3::default());
-        }
-        berth_runtime::Runtime::new(&self.root)
-            .start(&self.id)
-            .map(|()| Vec::new())
-            .map_err(|e| berth_runtime::error::chain(&e))
+    /// `start` with an external runtime binary (one indivisible command); the built-in
+    /// runtime's runs in two halves in the shim itself (`start_begin`).
+    pub(crate) fn start_external(&self) -> Result<Vec<u8>, String> {
+        self.run(&["start", &self.id], Stdio3::default())
     }
 
     /// The built-in runtime's start up to the init's release (checks done, exec fifo open),
-    /// so that the shim can answer before the user program runs; `None` with an external
-    /// runtime binary, whose `start` is one indivisible command.
+    /// run here in the shim, not in a forked copy: it is small, allocates little, and waiting
+    /// for a child to exit would cost more than the start itself. The shim answers before
+    /// [`berth_runtime::Starting::finish`] lets the user program run. `None` with an external
+    /// runtime binary ([`Runtime::start_external`]).
     pub(crate) fn start_begin(&self) -> Option<Result<berth_runtime::Starting, String>> {
         if self.bin.is_some() {
             return None;
