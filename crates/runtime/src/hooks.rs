@@ -57,6 +57,14 @@ impl Kind {
     }
 }
 
+/// Run the hooks of a kind whose failure is logged, not fatal (`poststart`, `poststop`:
+/// runtime-spec 1.2).
+pub fn run_logged(kind: Kind, hooks: Option<&Hooks>, state: &OciState) {
+    if let Err(e) = run(kind, hooks, state) {
+        tracing::warn!("{}", crate::error::chain(&e));
+    }
+}
+
 /// Run every hook of `kind` in order; stop at the first failure.
 pub fn run(kind: Kind, hooks: Option<&Hooks>, state: &OciState) -> Result<()> {
     let list = kind.list(hooks);

@@ -131,13 +131,11 @@ impl Runtime {
         cleanup.disarm();
         state.status = Status::Running;
         self.root.save(&state)?;
-        if let Err(e) = hooks::run(
+        hooks::run_logged(
             Kind::Poststart,
             state.hooks.as_ref(),
             &state.oci_state(Status::Running),
-        ) {
-            tracing::warn!("{}", crate::error::chain(&e));
-        }
+        );
         let Some(signals) = signals else {
             return Ok(0);
         };
@@ -262,13 +260,11 @@ impl Runtime {
         mgr.kill_all(libc::SIGKILL)?;
         mgr.destroy()?;
         self.root.remove(&st.id)?;
-        if let Err(e) = hooks::run(
+        hooks::run_logged(
             Kind::Poststop,
             st.hooks.as_ref(),
             &st.oci_state(Status::Stopped),
-        ) {
-            tracing::warn!("{}", crate::error::chain(&e));
-        }
+        );
         Ok(())
     }
 
@@ -397,15 +393,11 @@ impl Starting {
     /// Whether the container has poststart hooks: they must have run when `start` returns
     /// (runtime-spec), so a caller must not report the start before [`Starting::finish`].
     pub fn has_poststart_hooks(&self) -> bool {
-        self.state
-            .hooks
-            .as_ref()
-            .and_then(|h| h.poststart().as_ref())
-            .is_some_and(|v| !v.is_empty())
+        !Kind::Poststart.list(self.state.hooks.as_ref()).is_empty()
     }
 
     /// Let the init run the user program, record the container as running and run the
-    /// poststart hooks (a failing one is logged, not fatal: runtime-spec 1.2).
+    /// poststart hooks (a failing one is logged, not fatal).
     pub fn finish(self) -> Result<()> {
         let Starting {
             root,
@@ -419,13 +411,11 @@ impl Starting {
         std::fs::remove_file(&fifo).ctx(|| format!("remove {}", fifo.display()))?;
         state.status = Status::Running;
         root.save(&state)?;
-        if let Err(e) = hooks::run(
+        hooks::run_logged(
             Kind::Poststart,
             state.hooks.as_ref(),
             &state.oci_state(Status::Running),
-        ) {
-            tracing::warn!("{}", crate::error::chain(&e));
-        }
+        );
         Ok(())
     }
 }

@@ -1233,11 +1233,7 @@ impl Shim {
                 // before the daemon heard of its start (traced: 1.3 ms).
                 match self.rt.start_begin() {
                     Some(Ok(starting)) if !starting.has_poststart_hooks() => {
-                        if self.status == Status::Created && self.procs[0].exit.is_none() {
-                            self.status = Status::Running;
-                        }
-                        let t = self.state_text();
-                        self.conns[i].ok(&t);
+                        self.started(i, Ok(Vec::new()));
                         if let Err(e) = starting.finish() {
                             // The init held the fifo open a moment ago: it died in between,
                             // and its exit tells the daemon the rest.
