@@ -347,7 +347,13 @@ impl Snapshotter {
                 let mut s = tx
                     .open_table(SETTINGS)
                     .map_err(self.meta.e("open settings"))?;
-                let id: u64 = self.meta.get_json(&s, SETTING_NEXT_ID)?.unwrap_or(1);
+                let mut id: u64 = self.meta.get_json(&s, SETTING_NEXT_ID)?.unwrap_or(1);
+                // A directory under a number not handed out yet is a stray of a prepare whose
+                // commit never happened (the process died, or the commit failed after the
+                // directory was mounted): never reuse it; the GC removes it.
+                while fs::symlink_metadata(self.id_dir(id)).is_ok() {
+                    id += 1;
+                }
                 self.meta.put_json(&mut s, SETTING_NEXT_ID, &(id + 1))?;
                 id
             };

@@ -1,6 +1,6 @@
 //! Unit tests: no root needed (native snapshots, no mounts).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::str::FromStr;
 use std::time::Duration;
@@ -757,6 +757,38 @@ fn commit_carries_leases_and_commit_in_lease() {
     s.meta.delete_lease("default", "pull").unwrap();
     let r = s.gc().unwrap();
     assert_eq!((r.blobs_removed, r.snapshots_removed), (2, 1), "{r:?}");
+}
+
+#[test]
+fn a_prepare_never_reuses_the_directory_of_a_prepare_that_did_not_commit() {
+    let (_d, s) = store();
+    let numbers = || -> BTreeSet<u64> {
+        std::fs::read_dir(s.snapshots.dir())
+            .unwrap()
+            .filter_map(|e| e.unwrap().file_name().to_str()?.parse().ok())
+            .collect()
+    };
+    s.snapshots.prepare("default", "c1", None).unwrap();
+    let first = *numbers().iter().next().unwrap();
+    // What a daemon killed between a prepare's directory and its commit leaves: a directory
+    // under the next number, maybe still mounted by the container it was for.
+    let stray = s.snapshots.dir().join((first + 1).to_string());
+    std::fs::create_dir_all(stray.join("fs")).unwrap();
+    std::fs::write(stray.join("fs/data"), b"in use").unwrap();
+    let mounts = s.snapshots.prepare("default", "c2", None).unwrap();
+    assert_eq!(
+        numbers(),
+        BTreeSet::from([first, first + 1, first + 2]),
+        "the stray's number is skipped"
+    );
+    let fresh = s.snapshots.dir().join((first + 2).to_string());
+    let mounted = format!("{mounts:?}");
+    assert!(mounted.contains(fresh.to_str().unwrap()), "{mounted}");
+    assert_eq!(std::fs::read(stray.join("fs/data")).unwrap(), b"in use");
+    // The stray is the GC's to remove.
+    assert_eq!(s.gc().unwrap().dirs_removed, 1);
+    assert!(!stray.exists());
+    assert!(s.snapshots.stat("default", "c2").unwrap().is_some());
 }
 
 #[test]
