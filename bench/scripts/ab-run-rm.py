@@ -12,6 +12,13 @@ around the `berth` process, so a few hundred microseconds of Python are included
 B/A. On a shared or noisy machine the ratio is the figure to trust; `berth-bench engine` gives
 the absolute figures against the peers. Everything it made is removed at the end.
 
+Environment: AB_TMP is the directory the stores go under (default /tmp). `berth-bench engine`
+keeps its stores on a fresh loop-mounted ext4; /tmp on a root file system mounted with
+`discard` is slower and noisier, so point AB_TMP at such a loop mount to measure as the bench
+does. AB_ENV_A and AB_ENV_B ("NAME=VALUE ...") add variables to one side's `berth` commands and
+so to the `berthd` the first of them starts: one build can then be compared with itself under a
+setting.
+
 Back-to-back runs (GAP 0) keep the machine warm in ways `berth-bench engine` does not, where the
 peers run between berth's rounds: a disk flush or discard left by one run overlaps the next, a
 lock's fast path stays armed. A GAP of 0.3 s measures the idle-machine case the bench sees.
@@ -26,7 +33,9 @@ GAP = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
 berth_cgroups = [f"/sys/fs/cgroup/{h}/berth" for h in os.listdir("/sys/fs/cgroup")
                  if os.path.isdir(f"/sys/fs/cgroup/{h}")]
 berth_cgroups_existed = any(os.path.isdir(c) for c in berth_cgroups)
-work = tempfile.mkdtemp(prefix="ab.", dir="/tmp")
+work = tempfile.mkdtemp(prefix="ab.", dir=os.environ.get("AB_TMP", "/tmp"))
+envs = {n: dict(os.environ, **dict(kv.split("=", 1) for kv in os.environ.get(f"AB_ENV_{n}", "").split()))
+        for n in ("A", "B")}
 rootfs = os.path.join(work, "rootfs"); os.makedirs(rootfs + "/bin")
 shutil.copy("/bin/busybox", rootfs + "/bin/busybox")
 for a in ["sh", "true"]:
@@ -39,9 +48,9 @@ roots = {}
 for name, d in (("A", A), ("B", B)):
     r = os.path.join(work, name)
     roots[name] = (d, r)
-    subprocess.check_call([f"{d}/berth", "--root", r, "import", tar, "abimg:latest"], stdout=subprocess.DEVNULL)
+    subprocess.check_call([f"{d}/berth", "--root", r, "import", tar, "abimg:latest"], stdout=subprocess.DEVNULL, env=envs[name])
     for _ in range(3):
-        subprocess.check_call([f"{d}/berth", "--root", r, "run", "--rm", "--network", NET, "abimg", "true"])
+        subprocess.check_call([f"{d}/berth", "--root", r, "run", "--rm", "--network", NET, "abimg", "true"], env=envs[name])
 res = {"A": [], "B": []}
 try:
     for i in range(N):
@@ -50,7 +59,7 @@ try:
             if GAP:
                 time.sleep(GAP)
             t = time.perf_counter()
-            subprocess.check_call([f"{d}/berth", "--root", r, "run", "--rm", "--network", NET, "abimg", "true"])
+            subprocess.check_call([f"{d}/berth", "--root", r, "run", "--rm", "--network", NET, "abimg", "true"], env=envs[name])
             res[name].append((time.perf_counter() - t) * 1000)
 finally:
     for name, (d, r) in roots.items():
