@@ -158,14 +158,18 @@ impl Engine {
         let image = self.resolve_image(ns, &cfg.image)?;
         let mut cfg = cfg;
         self.network_prepare(ns, &mut cfg, &image.config)?;
-        let id = new_id();
+        // The spare snapshot prepared for this image, if there is one (`spare.rs`): its key
+        // is the new container's id.
+        let spare = self.take_spare(ns, image.top.as_deref());
+        let id = spare.as_ref().map_or_else(new_id, |s| s.id.clone());
         let mut undo = Undo {
             engine: self,
             ns,
             id: &id,
             name: None,
             dir: false,
-            snapshot: false,
+            // A taken spare is this container's from now on, and undone with it.
+            snapshot: spare.is_some(),
             mounted: false,
             bundle: false,
         };
@@ -173,8 +177,6 @@ impl Engine {
         undo.name = Some(name.clone());
 
         let cdir = self.containers_dir(&id);
-        let bundle = self.bundle_dir(&id);
-        let rootfs = bundle.join("rootfs");
         let hostname = if cfg.hostname.is_empty() {
             id[..12].to_owned()
         } else {
@@ -215,52 +217,12 @@ impl Engine {
             log_driver,
             mount_points: Vec::new(),
         };
-        // The snapshot is prepared on a thread of its own, started first, while this one writes
-        // the record and the bundle and mounts the rootfs: its directories and the commit of
-        // its record, which syncs the metadata file, are the longest step of a create. The
-        // container exists only once both are done; a crash in between leaves a snapshot
-        // without a container, which boot removes (`recover.rs`), or a record marked
-        // incomplete.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<berth_store::Mount>>(1);
-        let (store, top) = (self.store(), image.top.as_deref());
-        let (committed, made) = std::thread::scope(|scope| {
-            let commit = std::thread::Builder::new()
-                .name("berth-prepare".into())
-                .spawn_scoped(scope, || {
-                    store.snapshots.prepare_overlapped(ns, &id, top, move |m| {
-                        let _ = tx.send(m);
-                    })
-                });
-            let made = (|| {
-                std::fs::create_dir(&cdir).map_err(io("create", &cdir))?;
-                undo.dir = true;
-                rec.save(&cdir).map_err(io("write the record in", &cdir))?;
-                std::fs::create_dir_all(&rootfs).map_err(io("create", &rootfs))?;
-                undo.bundle = true;
-                match (&commit, rx.recv()) {
-                    (Ok(_), Ok(mounts)) => {
-                        self.build_bundle(&mut undo, mounts, &cfg, &image, &mut rec)
-                    }
-                    // The prepare failed before its directories were made (its error below).
-                    _ => Err(RpcStatus::internal("no snapshot")),
-                }
-            })();
-            let committed = match commit {
-                Ok(h) => match h.join() {
-                    Ok(r) => r.map_err(|e| err_chain(&e)),
-                    Err(_) => Err("its thread panicked".to_owned()),
-                },
-                Err(e) => Err(format!("cannot start a thread: {e}")),
-            };
-            (committed, made)
-        });
-        committed.map_err(|e| {
-            RpcStatus::internal(format!(
-                "cannot prepare the root filesystem snapshot of container {name}: {e}"
-            ))
-        })?;
-        undo.snapshot = true;
-        let (vols, built_warnings) = made?;
+        let (vols, built_warnings) = if let Some(spare) = spare {
+            self.lay_out(&mut undo, &cdir, &rec)?;
+            self.build_bundle(&mut undo, spare.mounts, &cfg, &image, &mut rec)?
+        } else {
+            self.create_snapshot_and_bundle(&mut undo, &cfg, &image, &mut rec)?
+        };
         rec.complete = true;
         rec.save(&cdir).map_err(io("write the record in", &cdir))?;
         let c = Container::new(rec);
@@ -278,6 +240,69 @@ impl Engine {
         let mut warnings = vols.warnings;
         warnings.extend(built_warnings);
         Ok((id, warnings))
+    }
+
+    /// The container's directory, its first (incomplete) record and the bundle's rootfs
+    /// directory; `undo` learns of each.
+    fn lay_out(&self, undo: &mut Undo<'_>, cdir: &Path, rec: &Record) -> Result<(), RpcStatus> {
+        std::fs::create_dir(cdir).map_err(io("create", cdir))?;
+        undo.dir = true;
+        rec.save(cdir).map_err(io("write the record in", cdir))?;
+        let rootfs = self.bundle_dir(undo.id).join("rootfs");
+        std::fs::create_dir_all(&rootfs).map_err(io("create", &rootfs))?;
+        undo.bundle = true;
+        Ok(())
+    }
+
+    /// Prepare the container's snapshot and write its bundle. The snapshot is prepared on a
+    /// thread of its own, started first, while this one lays out the directories and mounts
+    /// the rootfs: its directories and the commit of its record, which syncs the metadata
+    /// file, are the longest step of a create. The container exists only once both are done;
+    /// a crash in between leaves a snapshot without a container, which boot removes
+    /// (`recover.rs`), or a record marked incomplete.
+    fn create_snapshot_and_bundle(
+        &self,
+        undo: &mut Undo<'_>,
+        cfg: &ContainerConfig,
+        image: &ResolvedImage,
+        rec: &mut Record,
+    ) -> Result<(Prepared, Vec<String>), RpcStatus> {
+        let (ns, id) = (undo.ns, undo.id);
+        let cdir = self.containers_dir(id);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<berth_store::Mount>>(1);
+        let (store, top) = (self.store(), image.top.as_deref());
+        let (committed, made) = std::thread::scope(|scope| {
+            let commit = std::thread::Builder::new()
+                .name("berth-prepare".into())
+                .spawn_scoped(scope, || {
+                    store.snapshots.prepare_overlapped(ns, id, top, move |m| {
+                        let _ = tx.send(m);
+                    })
+                });
+            let made = self.lay_out(undo, &cdir, rec).and_then(|()| {
+                match (&commit, rx.recv()) {
+                    (Ok(_), Ok(mounts)) => self.build_bundle(undo, mounts, cfg, image, rec),
+                    // The prepare failed before its directories were made (its error below).
+                    _ => Err(RpcStatus::internal("no snapshot")),
+                }
+            });
+            let committed = match commit {
+                Ok(h) => match h.join() {
+                    Ok(r) => r.map_err(|e| err_chain(&e)),
+                    Err(_) => Err("its thread panicked".to_owned()),
+                },
+                Err(e) => Err(format!("cannot start a thread: {e}")),
+            };
+            (committed, made)
+        });
+        committed.map_err(|e| {
+            RpcStatus::internal(format!(
+                "cannot prepare the root filesystem snapshot of container {}: {e}",
+                rec.name
+            ))
+        })?;
+        undo.snapshot = true;
+        made
     }
 
     /// Mount the container's root filesystem and write its bundle (volumes, the `/etc` files,

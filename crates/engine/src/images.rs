@@ -387,7 +387,9 @@ pub(crate) async fn prune_images(
     let users = engine.image_users(ns);
     let e = engine.clone();
     let (untagged, deleted, reclaimed) = blocking(move || {
-        // Removed containers' snapshots hold their image's layers until the reaper is done.
+        // Removed containers' snapshots hold their image's layers until the reaper is done,
+        // and the spare snapshot holds its image's (`spare.rs`).
+        let _spares = e.hold_spares();
         e.reaper().settle();
         let list = svc.list().map_err(status)?;
         let candidates: Vec<&berth_image::ImageSummary> = list
@@ -648,7 +650,9 @@ impl Images for ImagesService {
         let users = self.engine.image_users(&ns);
         let e = self.engine.clone();
         let (untagged, deleted, reclaimed) = blocking(move || {
-            // Removed containers' snapshots hold their image's layers until the reaper is done.
+            // Removed containers' snapshots hold their image's layers until the reaper is done,
+            // and the spare snapshot holds its image's (`spare.rs`).
+            let _spares = e.hold_spares();
             e.reaper().settle();
             let all = svc.list().map_err(status)?;
             let (hits, by_name) = matching(&all, &r.reference);

@@ -25,6 +25,7 @@ mod reaper;
 mod record;
 mod recover;
 mod service;
+mod spare;
 mod standby;
 mod system;
 mod task;
@@ -172,6 +173,8 @@ pub(crate) struct Inner {
     dns: Mutex<HashMap<String, berth_net::dns::Responder>>,
     /// A shim started ahead of need (`standby.rs`).
     standby: standby::Slot,
+    /// A container snapshot prepared ahead of need (`spare.rs`).
+    spare: spare::Slot,
 }
 
 impl Engine {
@@ -216,6 +219,7 @@ impl Engine {
             net,
             dns: Mutex::new(HashMap::new()),
             standby: standby::Slot::default(),
+            spare: spare::Slot::default(),
         }));
         recover::boot(&engine);
         engine.networks_reconcile();
@@ -245,9 +249,10 @@ impl Engine {
             ))
     }
 
-    /// Wait (blocking) until the background deletions of removed containers are done; for a
-    /// daemon that is stopping.
+    /// Wait (blocking) until the background deletions of removed containers are done and
+    /// remove the spare snapshot; for a daemon that is stopping.
     pub fn settle(&self) {
+        drop(self.hold_spares());
         self.0.reaper.settle();
     }
 
@@ -310,6 +315,10 @@ impl Engine {
 
     pub(crate) fn standby_slot(&self) -> &standby::Slot {
         &self.0.standby
+    }
+
+    pub(crate) fn spare_slot(&self) -> &spare::Slot {
+        &self.0.spare
     }
 }
 

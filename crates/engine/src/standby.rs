@@ -86,14 +86,17 @@ impl Engine {
         report
     }
 
-    /// Refill a used standby once the daemon has been idle for [`IDLE_GRACE`].
+    /// Refill a used standby and the spare snapshot (`spare.rs`) once the daemon has been
+    /// idle for [`IDLE_GRACE`].
     fn refill_when_idle(&self) {
-        let wanted = self.standby_slot().lock().is_ok_and(|st| st.wanted);
-        if !wanted {
-            return;
-        }
+        let refill = |e: &Engine| {
+            if e.standby_slot().lock().is_ok_and(|st| st.wanted) {
+                e.refill_standby();
+            }
+            e.refill_spare();
+        };
         let Ok(h) = tokio::runtime::Handle::try_current() else {
-            self.refill_standby();
+            refill(self);
             return;
         };
         let e = self.clone();
@@ -101,7 +104,7 @@ impl Engine {
             tokio::time::sleep(IDLE_GRACE).await;
             // Busy again: the operation in flight refills when it ends.
             if e.standby_slot().busy.load(Ordering::Acquire) == 0 {
-                e.refill_standby();
+                refill(&e);
             }
         });
     }

@@ -8,11 +8,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_api::v1::containers_client::ContainersClient;
+use berth_api::v1::images_client::ImagesClient;
 use berth_api::v1::tasks_client::TasksClient;
 use berth_api::v1::{
     AttachStart, ContainerConfig, ContainerRef, CreateContainerRequest, ExecStart, IoIn,
-    KillRequest, ListContainersRequest, RemoveContainerRequest, RestartPolicy, StopRequest,
-    TopRequest, WaitRequest, io_in, io_out,
+    KillRequest, ListContainersRequest, RemoveContainerRequest, RemoveImageRequest, RestartPolicy,
+    StopRequest, TopRequest, WaitRequest, io_in, io_out,
 };
 use berth_api::with_namespace;
 use tokio::sync::mpsc;
@@ -730,6 +731,97 @@ async fn boot_removes_half_created_and_reaps_dead_shims() {
     .await
     .expect("rm");
     env.no_leftovers(&[half, dead]);
+}
+
+/// The numbered snapshot directories of the store (layers and containers' writable layers).
+fn snapshot_dirs(root: &Path) -> Vec<u64> {
+    let mut v: Vec<u64> = std::fs::read_dir(root.join("snapshots"))
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort_unstable();
+    v
+}
+
+fn until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spare_snapshot_serves_the_next_create_and_is_never_left_behind() {
+    let mut env = Env::new();
+    let layers = snapshot_dirs(&env.root);
+    assert!(!layers.is_empty());
+    let (mut c, _t) = env.clients().await;
+    // Once the daemon is idle after a create, the next container's snapshot is prepared.
+    let first = create(&env, &mut c, config("first", &["true"])).await;
+    let spares_ready = |env: &Env| env.daemon_log().matches("spare snapshot default/").count();
+    until("a spare snapshot is prepared", || spares_ready(&env) == 1);
+    assert_eq!(snapshot_dirs(&env.root).len(), layers.len() + 2);
+    let spare = *snapshot_dirs(&env.root).last().unwrap();
+    // The next create of that image takes it: its root file system is the spare's.
+    let second = create(&env, &mut c, config("second", &["true"])).await;
+    let rootfs = env.state().join("shims").join(&second).join("rootfs");
+    let upper = env
+        .root
+        .join("snapshots")
+        .join(spare.to_string())
+        .join("fs");
+    let mounted = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = mounted
+        .lines()
+        .find(|l| l.contains(rootfs.to_str().unwrap()))
+        .unwrap_or_else(|| panic!("{} is not mounted", rootfs.display()));
+    assert!(
+        line.contains(&format!("upperdir={}", upper.display())),
+        "not the spare {}: {line}",
+        upper.display()
+    );
+    until("the next spare is prepared", || spares_ready(&env) == 2);
+    assert_eq!(snapshot_dirs(&env.root).len(), layers.len() + 3);
+
+    // A daemon killed with a spare ready leaves it to the next boot, which removes it.
+    drop(c);
+    env.kill9_daemon();
+    env.start_daemon();
+    until("boot removed the spare", || {
+        snapshot_dirs(&env.root).len() == layers.len() + 2
+    });
+    let (mut c, _t) = env.clients().await;
+    for id in [&first, &second] {
+        c.remove(env.req(RemoveContainerRequest {
+            id: id.clone(),
+            ..Default::default()
+        }))
+        .await
+        .expect("rm");
+    }
+    // A spare holds its image's layers like a container: removing the image drops it.
+    let third = create(&env, &mut c, config("third", &["true"])).await;
+    until("a spare snapshot is prepared", || spares_ready(&env) == 3);
+    c.remove(env.req(RemoveContainerRequest {
+        id: third.clone(),
+        ..Default::default()
+    }))
+    .await
+    .expect("rm");
+    let ch = berth_api::connect(&env.socket()).await.expect("connect");
+    ImagesClient::new(ch)
+        .remove(env.req(RemoveImageRequest {
+            reference: IMAGE.into(),
+            force: false,
+        }))
+        .await
+        .unwrap_or_else(|e| panic!("rmi: {e:?}\n{}", env.daemon_log()));
+    assert_eq!(snapshot_dirs(&env.root), Vec::<u64>::new(), "all freed");
+    env.no_leftovers(&[first, second, third]);
 }
 
 fn tar_of(entries: &[(&str, &[u8])], links: &[(&str, &str)]) -> Vec<u8> {
