@@ -98,6 +98,11 @@ impl Engine {
         }
     }
 
+    /// Whether a create asked for a spare that no refill has started on yet.
+    pub(crate) fn spare_wanted(&self) -> bool {
+        self.spare_slot().lock().wanted.is_some()
+    }
+
     /// Prepare the spare the last create wanted, unless it is ready, on its way or held
     /// off. Called once the daemon is idle (`standby.rs`).
     pub(crate) fn refill_spare(&self) {

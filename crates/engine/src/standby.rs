@@ -89,6 +89,11 @@ impl Engine {
     /// Refill a used standby and the spare snapshot (`spare.rs`) once the daemon has been
     /// idle for [`IDLE_GRACE`].
     fn refill_when_idle(&self) {
+        let standby_wanted = self.standby_slot().lock().is_ok_and(|st| st.wanted);
+        if !standby_wanted && !self.spare_wanted() {
+            // Nothing to refill: no timer to wake the runtime for.
+            return;
+        }
         let refill = |e: &Engine| {
             if e.standby_slot().lock().is_ok_and(|st| st.wanted) {
                 e.refill_standby();

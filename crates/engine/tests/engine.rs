@@ -240,6 +240,16 @@ async fn create(env: &Env, c: &mut ContainersClient<Channel>, cfg: ContainerConf
         .id
 }
 
+/// `rm` (not forced) of a container that must go.
+async fn remove(env: &Env, c: &mut ContainersClient<Channel>, id: &str) {
+    c.remove(env.req(RemoveContainerRequest {
+        id: id.into(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap_or_else(|e| panic!("rm {id}: {e:?}\n{}", env.daemon_log()));
+}
+
 async fn inspect(env: &Env, c: &mut ContainersClient<Channel>, id: &str) -> serde_json::Value {
     let doc = c
         .inspect(env.req(ContainerRef { id: id.into() }))
@@ -575,12 +585,7 @@ async fn restart_policy_and_auto_remove() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
 
-    c.remove(env.req(RemoveContainerRequest {
-        id: flaky.clone(),
-        ..Default::default()
-    }))
-    .await
-    .expect("rm");
+    remove(&env, &mut c, &flaky).await;
     env.no_leftovers(&[flaky, gone]);
 }
 
@@ -665,12 +670,7 @@ async fn live_restore_after_kill9() {
     .expect("stop after restore");
     assert_eq!(wait(&env, &mut t, &sleeper, "").await, 143);
     for id in [&waiter, &sleeper] {
-        c.remove(env.req(RemoveContainerRequest {
-            id: id.clone(),
-            ..Default::default()
-        }))
-        .await
-        .expect("rm");
+        remove(&env, &mut c, id).await;
     }
     env.no_leftovers(&[waiter, sleeper]);
 }
@@ -724,12 +724,7 @@ async fn boot_removes_half_created_and_reaps_dead_shims() {
     assert_ne!(wait(&env, &mut t, &dead, "").await, 0);
     let v = inspect(&env, &mut c, &dead).await;
     assert_eq!(v["State"]["Status"], "exited", "{v}");
-    c.remove(env.req(RemoveContainerRequest {
-        id: dead.clone(),
-        ..Default::default()
-    }))
-    .await
-    .expect("rm");
+    remove(&env, &mut c, &dead).await;
     env.no_leftovers(&[half, dead]);
 }
 
@@ -796,22 +791,12 @@ async fn a_spare_snapshot_serves_the_next_create_and_is_never_left_behind() {
     });
     let (mut c, _t) = env.clients().await;
     for id in [&first, &second] {
-        c.remove(env.req(RemoveContainerRequest {
-            id: id.clone(),
-            ..Default::default()
-        }))
-        .await
-        .expect("rm");
+        remove(&env, &mut c, id).await;
     }
     // A spare holds its image's layers like a container: removing the image drops it.
     let third = create(&env, &mut c, config("third", &["true"])).await;
     until("a spare snapshot is prepared", || spares_ready(&env) == 3);
-    c.remove(env.req(RemoveContainerRequest {
-        id: third.clone(),
-        ..Default::default()
-    }))
-    .await
-    .expect("rm");
+    remove(&env, &mut c, &third).await;
     let ch = berth_api::connect(&env.socket()).await.expect("connect");
     ImagesClient::new(ch)
         .remove(env.req(RemoveImageRequest {

@@ -1192,13 +1192,13 @@ impl Shim {
     }
 
     /// Answer a `start` that ran whole: the state on success.
-    fn started(&mut self, i: usize, r: Result<Vec<u8>, String>) {
+    fn started(&mut self, i: usize, r: Result<(), String>) {
         if r.is_ok() && self.status == Status::Created && self.procs[0].exit.is_none() {
             self.status = Status::Running;
         }
         // The state comes with the answer: the caller needs the pid and status next.
         match r {
-            Ok(_) => {
+            Ok(()) => {
                 let t = self.state_text();
                 self.conns[i].ok(&t);
             }
@@ -1233,7 +1233,7 @@ impl Shim {
                 // before the daemon heard of its start (traced: 1.3 ms).
                 match self.rt.start_begin() {
                     Some(Ok(starting)) if !starting.has_poststart_hooks() => {
-                        self.started(i, Ok(Vec::new()));
+                        self.started(i, Ok(()));
                         if let Err(e) = starting.finish() {
                             // The init held the fifo open a moment ago: it died in between,
                             // and its exit tells the daemon the rest.
@@ -1244,11 +1244,11 @@ impl Shim {
                         let r = starting
                             .finish()
                             .map_err(|e| berth_runtime::error::chain(&e));
-                        self.started(i, r.map(|()| Vec::new()));
+                        self.started(i, r);
                     }
                     Some(Err(e)) => self.conns[i].fail(b'r', &e),
                     None => {
-                        let r = self.rt.start_external();
+                        let r = self.rt.start_external().map(drop);
                         self.started(i, r);
                     }
                 }
